@@ -1,0 +1,115 @@
+"""Step time of SGD-G, Adam-G and ALI-G against torch.optim.SGD on WRN-16-4 parameters.
+
+Only ``optimizer.step()`` is timed; gradients are pre-filled with random
+values once. Median over ``--steps`` steps after ``--warmup`` steps.
+
+    python bench/optimizer_step.py [--steps 20] [--warmup 5] [--threads 2] [--device cpu]
+
+Prints a table and writes bench/results/optimizer_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from normlib.alig import AliG
+from normlib.models.wide_resnet import WideResNet
+from normlib.riemannian.groups import grassmann_param_groups
+from normlib.riemannian.optim import SGDG, AdamG
+
+RESULTS = Path(__file__).parent / "results" / "optimizer_step.json"
+
+
+def _optimizers():
+    """name -> builder(model); the reference for the ratio column is the first row."""
+    return {
+        "SGD (momentum 0.9, nesterov, wd)": lambda m: torch.optim.SGD(
+            m.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4
+        ),
+        "SGDG (grassmann_param_groups)": lambda m: SGDG(
+            grassmann_param_groups(m, lr=0.01, lrg=0.2)
+        ),
+        "AdamG (grassmann_param_groups)": lambda m: AdamG(
+            grassmann_param_groups(m, lr=0.01, lrg=0.05)
+        ),
+        "SGD (momentum 0.9)": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+        "AliG (momentum 0.9)": lambda m: AliG(m.parameters(), max_lr=0.1, momentum=0.9),
+        "SGD (no momentum)": lambda m: torch.optim.SGD(m.parameters(), lr=0.1),
+        "AliG (no momentum)": lambda m: AliG(m.parameters(), max_lr=0.1),
+    }
+
+
+def _time_steps(optimizer, steps: int, warmup: int, device: torch.device) -> float:
+    loss = torch.tensor(1.0, device=device)
+    step = optimizer.step
+    if isinstance(optimizer, AliG):
+        def step():
+            return optimizer.step(lambda: loss)
+    times = []
+    for i in range(warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    torch.manual_seed(0)
+    base = WideResNet(depth=16, width=4, num_classes=10).to(device)
+    gen = torch.Generator(device=device).manual_seed(1)
+    for p in base.parameters():
+        p.grad = 1e-2 * torch.randn(p.shape, generator=gen, device=device)
+    n_params = sum(p.numel() for p in base.parameters())
+
+    rows = []
+    for name, build in _optimizers().items():
+        model = copy.deepcopy(base)  # deepcopy keeps .grad
+        ms = _time_steps(build(model), args.steps, args.warmup, device)
+        rows.append({"optimizer": name, "median_ms": ms})
+    reference = rows[0]["median_ms"]
+    for row in rows:
+        row["vs_first_row"] = row["median_ms"] / reference
+
+    print(f"WideResNet(depth=16, width=4): {n_params:,} parameters, {device}, "
+          f"{args.threads} threads, median of {args.steps} steps")
+    print(f"{'optimizer':<34} {'ms/step':>9} {'x SGD-nesterov':>15}")
+    for row in rows:
+        print(f"{row['optimizer']:<34} {row['median_ms']:>9.2f} {row['vs_first_row']:>15.2f}")
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "model": "WideResNet(depth=16, width=4, num_classes=10)",
+        "parameters": n_params,
+        "device": str(device),
+        "threads": args.threads,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "torch": torch.__version__,
+        "results": rows,
+    }, indent=2))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""normlib: normalization and optimization methods for neural networks.
+
+Five published methods on current PyTorch, CPU and GPU: ENorm, Riemannian BN
+optimizers (SGD-G, Adam-G), BN-init, ALI-G, and normalization in Neural ODEs
+(``normlib.ode``). normlib depends on torch and torchvision only.
+"""
+
+from normlib.alig import AliG, l2_projection
+from normlib.bninit import InputNorm, ScaleBatchNorm1d, ScaleBatchNorm2d, bn_param_groups
+from normlib.enorm import ENorm
+from normlib.models import construct_network
+from normlib.riemannian import AdamG, SGDG, grassmann_param_groups
+from normlib.seeding import make_complex, make_deterministic
+from normlib.stats import holm, paired_ttest, power, seeds_needed, wilcoxon
+
+__all__ = [
+    "AdamG",
+    "AliG",
+    "ENorm",
+    "InputNorm",
+    "SGDG",
+    "ScaleBatchNorm1d",
+    "ScaleBatchNorm2d",
+    "bn_param_groups",
+    "construct_network",
+    "grassmann_param_groups",
+    "holm",
+    "l2_projection",
+    "make_complex",
+    "make_deterministic",
+    "paired_ttest",
+    "power",
+    "seeds_needed",
+    "wilcoxon",
+]

@@ -1,0 +1,101 @@
+"""The unit sphere, one point per row: the geometry behind SGD-G and Adam-G.
+
+A weight followed by batch normalization is scale invariant per output unit,
+so each row y (the first dimension is the row, the rest is flattened) is a
+point on the unit sphere S^{n-1}; the Grassmann manifold of lines through
+the origin is that sphere with y ~ -y, and shares its local geometry. Every
+function takes ``(rows, n)`` matrices and works on all rows at once; per-row
+scalars keep the shape ``(rows, 1)``. With |.| the row-wise 2-norm:
+
+* tangent projection      h = g - (y.g) y
+* exponential map         exp_y(m) = y cos|m| + (m/|m|) sin|m|
+* transport of m along its own geodesic to exp_y(m)
+                          m -> (u cos|m| - y sin|m|) |m|,  u = m/|m|
+* transport of a tangent m along the geodesic of direction d to exp_y(d)
+                          m -> m - (u.m)(y sin|d| + u (1 - cos|d|)),  u = d/|d|
+* per-row clipping        h -> h min(1, c/|h|)
+
+y is always the start point of the geodesic. A zero-norm vector is safe
+everywhere: it gives no NaN, exp_y(0) = y and a zero step transports
+nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "as_rows",
+    "row_norms",
+    "unit_rows",
+    "project_tangent",
+    "exp_map",
+    "transport_own",
+    "transport",
+    "clip_rows",
+    "orthogonality_grad",
+]
+
+
+def as_rows(t: torch.Tensor) -> torch.Tensor:
+    """View any tensor of rank >= 1 as ``(rows, n)``: rows = first dim, the rest flattened."""
+    return t.reshape(t.shape[0], -1)
+
+
+def row_norms(x: torch.Tensor) -> torch.Tensor:
+    """|x_i| for every row, shape ``(rows, 1)``."""
+    return torch.linalg.vector_norm(x, dim=1, keepdim=True)
+
+
+def _unit_direction(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """x / |x| row-wise; a zero row stays zero (no NaN)."""
+    return x / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
+def unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_i / |x_i|, |x_i|) for every row; a zero row stays zero."""
+    norm = row_norms(x)
+    return _unit_direction(x, norm), norm
+
+
+def project_tangent(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """h = g - (y.g) y, the component of g tangent to the unit sphere at y."""
+    return g - (y * g).sum(dim=1, keepdim=True) * y
+
+
+def exp_map(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """exp_y(m) = y cos|m| + (m/|m|) sin|m|; exp_y(0) = y."""
+    u, norm = unit_rows(m)
+    return y * torch.cos(norm) + u * torch.sin(norm)
+
+
+def transport_own(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Parallel transport of m along its own geodesic from y to exp_y(m).
+
+    (u cos|m| - y sin|m|) |m| with u = m/|m|, written as m cos|m| - y |m| sin|m|,
+    which needs no division and is 0 for m = 0. The result is tangent at exp_y(m).
+    """
+    norm = row_norms(m)
+    return m * torch.cos(norm) - y * (norm * torch.sin(norm))
+
+
+def transport(y: torch.Tensor, direction: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Parallel transport of a tangent m along the geodesic from y to exp_y(direction).
+
+    m - (u.m)(y sin|d| + u (1 - cos|d|)), u = d/|d|: the component of m along u
+    turns with the geodesic, the rest is unchanged. d = 0 leaves m unchanged.
+    """
+    u, norm = unit_rows(direction)
+    along = (u * m).sum(dim=1, keepdim=True)
+    return m - along * (y * torch.sin(norm) + u * (1 - torch.cos(norm)))
+
+
+def clip_rows(h: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """h_i min(1, max_norm/|h_i|): rows longer than max_norm are shortened to it."""
+    norm = row_norms(h)
+    return h * (max_norm / norm).clamp(max=1.0)  # 1/0 = inf clamps to 1: zero rows stay zero
+
+
+def orthogonality_grad(y: torch.Tensor) -> torch.Tensor:
+    """2 (Y Y^T Y - Y), the gradient of ||Y Y^T - I||_F^2 / 2 (orthogonality penalty)."""
+    return 2 * ((y @ y.T) @ y - y)

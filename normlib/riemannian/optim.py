@@ -1,0 +1,257 @@
+"""SGD-G and Adam-G: optimizers on the sphere for weights followed by BN (Cho & Lee, 2017).
+
+Param groups with ``grassmann=True`` treat every row y of a weight (first
+dimension = output unit, the rest flattened) as a point on the unit sphere.
+Per step, with g the Euclidean gradient of the row and Y the matrix of rows:
+
+1. orthogonality regularization (omega != 0): g <- g + 2 omega (Y Y^T Y - Y)
+2. tangent projection:                        h = g - (y.g) y
+3. clipping (grad_clip set):                  h <- h min(1, grad_clip / |h|)
+4. the move of SGD-G or Adam-G (see the classes), through exp_y and a
+   parallel transport of the momentum (``normlib.riemannian.manifold``).
+
+The parameter is read as unit rows at the start of every step, so float drift
+never accumulates and a weight not normalized beforehand is projected onto
+the sphere at its first step. ``dampening``, ``nesterov`` and ``weight_decay``
+have no meaning on the sphere and are ignored in Grassmann groups.
+
+Other groups do plain SGD with momentum, dampening, Nesterov and weight
+decay, the same numbers as ``torch.optim.SGD`` (under Adam-G too, as in the
+authors' code).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch.optim.optimizer import Optimizer, required
+
+from normlib.riemannian.manifold import (
+    as_rows,
+    clip_rows,
+    exp_map,
+    orthogonality_grad,
+    project_tangent,
+    row_norms,
+    transport,
+    transport_own,
+    unit_rows,
+)
+
+__all__ = ["SGDG", "AdamG"]
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+class _SphereOptimizer(Optimizer):
+    """Shared step: Riemannian moves for Grassmann groups, torch's SGD for the others."""
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's add_param_group, then a check of the group's values (undone on error)."""
+        super().add_param_group(param_group)
+        try:
+            self._validate_group(self.param_groups[-1], len(self.param_groups) - 1)
+        except ValueError:
+            self.param_groups.pop()
+            raise
+
+    def _validate_group(self, group: dict[str, Any], index: int) -> None:
+        where = f"{type(self).__name__}: param group {index}:"
+        lr = group["lr"]
+        if not _is_number(lr) or lr < 0:
+            raise ValueError(f"{where} lr must be a number >= 0, got lr={lr!r}")
+        if not isinstance(group["grassmann"], bool):
+            raise ValueError(f"{where} grassmann must be True or False, got {group['grassmann']!r}")
+        momentum = group["momentum"]
+        if not _is_number(momentum) or momentum < 0:
+            raise ValueError(f"{where} momentum must be a number >= 0, got momentum={momentum!r}")
+        if not group["grassmann"]:
+            wd = group["weight_decay"]
+            if not _is_number(wd) or wd < 0:
+                raise ValueError(f"{where} weight_decay must be a number >= 0, got {wd!r}")
+            if group["nesterov"] and (momentum <= 0 or group["dampening"] != 0):
+                raise ValueError(
+                    f"{where} nesterov=True needs momentum > 0 and dampening = 0, got "
+                    f"momentum={momentum!r}, dampening={group['dampening']!r}"
+                )
+            return
+        omega = group["omega"]
+        if not _is_number(omega) or omega < 0:
+            raise ValueError(f"{where} omega must be a number >= 0, got omega={omega!r}")
+        clip = group["grad_clip"]
+        if clip is not None and (not _is_number(clip) or clip <= 0):
+            raise ValueError(f"{where} grad_clip must be None or a number > 0, got {clip!r}")
+        if any(p.dim() == 0 for p in group["params"]):
+            raise ValueError(f"{where} Grassmann parameters need >= 1 dim (rows), got a 0-d one")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step for every group; returns ``closure()`` (evaluated with grad) if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["grassmann"]:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        self._grassmann_step(p, group)
+            else:
+                self._sgd_step(group)
+        return loss
+
+    def _grassmann_step(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+        y, _ = unit_rows(as_rows(p))
+        g = as_rows(p.grad)
+        if group["omega"] != 0:
+            g = g + group["omega"] * orthogonality_grad(y)
+        h = project_tangent(y, g)
+        if group["grad_clip"] is not None:
+            h = clip_rows(h, group["grad_clip"])
+        state = self.state[p]
+        if not state:
+            self._init_state(p, state)
+        p.copy_(self._move(y, h, state, group).view_as(p))
+
+    def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
+        state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+
+    def _move(self, y, h, state, group) -> torch.Tensor:
+        """Update the momentum in ``state`` and return the new unit rows."""
+        raise NotImplementedError
+
+    def _sgd_step(self, group: dict[str, Any]) -> None:
+        """torch.optim.SGD's update, op for op, so the numbers are identical."""
+        lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+        wd, nesterov = group["weight_decay"], group["nesterov"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            d_p = p.grad
+            if wd != 0:
+                d_p = d_p.add(p, alpha=wd)
+            if momentum != 0:
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = torch.clone(d_p).detach()
+                else:
+                    buf.mul_(momentum).add_(d_p, alpha=1 - dampening)
+                d_p = d_p.add(buf, alpha=momentum) if nesterov else buf
+            p.add_(d_p, alpha=-lr)
+
+
+class SGDG(_SphereOptimizer):
+    """SGD-G: momentum SGD on the sphere for Grassmann groups, SGD for the others.
+
+    For a Grassmann row y with tangent gradient h (beta = ``momentum``):
+
+        m <- beta m - lr h
+        y <- exp_y(m) = y cos|m| + (m/|m|) sin|m|
+        m <- (u cos|m| - y_old sin|m|) |m|,  u = m/|m|   (m carried along its geodesic)
+
+    ``momentum_buffer`` in ``self.state[p]`` holds m with the parameter's shape.
+
+    Usage (the groups of the seed README)::
+
+        groups = grassmann_param_groups(model, lr=0.01, lrg=0.2)
+        optimizer = SGDG(groups)
+    """
+
+    def __init__(
+        self,
+        params,
+        lr=required,
+        momentum=0,
+        dampening=0,
+        weight_decay=0,
+        nesterov=False,
+        grassmann=False,
+        omega=0,
+        grad_clip=None,
+    ):
+        defaults = dict(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+            nesterov=nesterov, grassmann=grassmann, omega=omega, grad_clip=grad_clip,
+        )
+        super().__init__(params, defaults)
+
+    def _move(self, y, h, state, group):
+        m = as_rows(state["momentum_buffer"])
+        m.mul_(group["momentum"]).sub_(h, alpha=group["lr"])
+        y_new = exp_map(y, m)
+        m.copy_(transport_own(y, m))
+        return y_new
+
+
+class AdamG(_SphereOptimizer):
+    """Adam-G: Adam on the sphere for Grassmann groups, SGD for the others.
+
+    For a Grassmann row y with tangent gradient h (b1 = ``momentum``,
+    b2 = ``beta2``, t = 1, 2, ... the step count of the parameter):
+
+        m <- b1 m + (1 - b1) h
+        v <- b2 v + (1 - b2) |h|^2                          (one scalar per row)
+        delta = -alpha lr m / sqrt(v + epsilon),  alpha = sqrt(1 - b2^t) / (1 - b1^t)
+        y <- exp_y(delta)
+        m <- m - (u.m)(y_old sin|delta| + u (1 - cos|delta|)),  u = delta/|delta|
+
+    ``self.state[p]`` holds ``momentum_buffer`` (m, the parameter's shape),
+    ``row_sq_avg`` (v, shape ``(rows, 1)``) and ``step`` (t, an int).
+    """
+
+    def __init__(
+        self,
+        params,
+        lr=required,
+        momentum=0,
+        dampening=0,
+        weight_decay=0,
+        nesterov=False,
+        grassmann=False,
+        beta2=0.99,
+        epsilon=1e-8,
+        omega=0,
+        grad_clip=None,
+    ):
+        defaults = dict(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+            nesterov=nesterov, grassmann=grassmann, beta2=beta2, epsilon=epsilon, omega=omega,
+            grad_clip=grad_clip,
+        )
+        super().__init__(params, defaults)
+
+    def _validate_group(self, group, index):
+        super()._validate_group(group, index)
+        if not group["grassmann"]:
+            return
+        where = f"AdamG: param group {index}:"
+        b1, b2, eps = group["momentum"], group["beta2"], group["epsilon"]
+        if not b1 < 1:
+            raise ValueError(f"{where} momentum (beta1) must be in [0, 1), got {b1!r}")
+        if not _is_number(b2) or not 0 <= b2 < 1:
+            raise ValueError(f"{where} beta2 must be in [0, 1), got beta2={b2!r}")
+        if not _is_number(eps) or eps <= 0:
+            raise ValueError(f"{where} epsilon must be a number > 0, got epsilon={eps!r}")
+
+    def _init_state(self, p, state):
+        super()._init_state(p, state)
+        state["row_sq_avg"] = p.new_zeros(p.shape[0], 1)
+        state["step"] = 0
+
+    def _move(self, y, h, state, group):
+        b1, b2 = group["momentum"], group["beta2"]
+        state["step"] += 1
+        t = state["step"]
+        m, v = as_rows(state["momentum_buffer"]), state["row_sq_avg"]
+        m.mul_(b1).add_(h, alpha=1 - b1)
+        v.mul_(b2).add_(row_norms(h).square(), alpha=1 - b2)
+        alpha = math.sqrt(1 - b2**t) / (1 - b1**t)
+        delta = m / (v + group["epsilon"]).sqrt() * (-alpha * group["lr"])
+        y_new = exp_map(y, delta)
+        m.copy_(transport(y, delta, m))
+        return y_new

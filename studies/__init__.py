@@ -1,0 +1,1 @@
+"""normstudy: hyperparameter studies of normalization methods on Ray Tune + MLflow."""

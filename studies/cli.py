@@ -1,0 +1,204 @@
+"""``normstudy``: run, resume, inspect and compare hyperparameter studies.
+
+Exit codes: 0 success, 1 the study ran but trials errored, 2 bad input
+(nothing was started or written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from studies.spec import DEFAULT_STORAGE, SpecError, catalog_names, load_spec, read_yaml
+
+EPILOG = """examples:
+  normstudy run quickstart                      # the offline ENorm study (3 min on a laptop)
+  normstudy run my-study.yaml --set train.epochs=5 --set 'seeds=[1,2]'
+  normstudy run enorm-fc-cifar10 --smoke        # any study, shrunk to a 1-minute check
+  normstudy resume quickstart                   # continue after a crash or Ctrl-C
+  normstudy ui                                  # browse every study in MLflow
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.handler(args)
+    except SpecError as err:
+        print(f"normstudy: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("normstudy: interrupted; continue with `normstudy resume NAME`", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="normstudy",
+        description="Hyperparameter studies of normalization and optimization methods "
+        "on Ray Tune, tracked in MLflow.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def spec_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("spec", help="a study YAML file or a catalog name (see `normstudy list`)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                       help="override a field, e.g. --set optimizer.lr=0.05 (YAML value)")
+        p.add_argument("--smoke", action="store_true",
+                       help="shrink the study to a quick offline check (1-2 epochs, tiny model)")
+        p.add_argument("--storage", help=f"results directory (default: spec's, {DEFAULT_STORAGE})")
+        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
+                       "else SQLite in the results directory)")  # fmt: skip
+
+    run = commands.add_parser("run", help="run a study")
+    spec_args(run)
+    run.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); default: "
+                     "RAY_ADDRESS, else a local Ray")  # fmt: skip
+    run.add_argument("--overwrite", action="store_true", help="replace an existing study of that name")
+    run.set_defaults(handler=cmd_run)
+
+    validate = commands.add_parser("validate", help="check a spec without running it")
+    spec_args(validate)
+    validate.set_defaults(handler=cmd_validate)
+
+    resume = commands.add_parser("resume", help="continue an interrupted study")
+    resume.add_argument("study", help="study name (under the results directory) or its directory")
+    resume.add_argument("--storage", help=f"results directory (default {DEFAULT_STORAGE})")
+    resume.add_argument("--address", help="Ray cluster address")
+    resume.add_argument("--retry-errored", action="store_true",
+                        help="also rerun trials that errored (from their last checkpoint)")
+    resume.set_defaults(handler=cmd_resume)
+
+    listing = commands.add_parser("list", help="catalog studies and studies in the results directory")
+    listing.add_argument("--storage", default=os.environ.get("NORMSTUDY_STORAGE", DEFAULT_STORAGE))
+    listing.set_defaults(handler=cmd_list)
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the default store")
+    ui.add_argument("--storage", default=os.environ.get("NORMSTUDY_STORAGE", DEFAULT_STORAGE))
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=cmd_ui)
+
+    compare = commands.add_parser("compare", help="(coming with the comparison stage) paired "
+                                  "t-tests of every arm against the baseline")  # fmt: skip
+    compare.add_argument("study")
+    compare.set_defaults(handler=cmd_compare)
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    overrides = list(args.overrides)
+    if args.storage:
+        overrides.append(f"storage={args.storage}")
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        overrides.append(f"tracking.uri={uri}")
+    return load_spec(args.spec, overrides, smoke=args.smoke)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from studies.runner import expected_trials
+
+    spec = _load(args)
+    print(f"{spec.name}: valid, {expected_trials(spec)} trials")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from studies.runner import expected_trials, run_study
+
+    spec = _load(args)
+    print(f"[normstudy] study {spec.name!r}: {expected_trials(spec)} trials")
+    return report(run_study(spec, address=args.address, overwrite=args.overwrite))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from studies.runner import resume_study
+
+    outcome = resume_study(args.study, address=args.address, retry_errored=args.retry_errored,
+                           storage=args.storage)  # fmt: skip
+    return report(outcome)
+
+
+def report(outcome) -> int:
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(outcome.counts.items()))
+    print(f"[normstudy] study {outcome.spec.name!r} done in {outcome.seconds:.0f}s: {counts}")
+    print(f"[normstudy] results: {outcome.folder}")
+    print(f"[normstudy] MLflow:  {outcome.tracking_uri} (experiment {outcome.spec.experiment_name!r})")
+    if outcome.tracking_uri.startswith("sqlite:"):
+        print(f"[normstudy] browse:  normstudy ui --storage {outcome.folder.parent}")
+    if outcome.counts.get("errored"):
+        print(f"[normstudy] rerun errored trials: normstudy resume {outcome.spec.name} --retry-errored")
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from studies.runner import expected_trials
+    from studies.spec import resolve_spec_path
+
+    print("Catalog studies (normstudy run NAME):")
+    for name in catalog_names():
+        data = read_yaml(resolve_spec_path(name))
+        description = " ".join(str(data.get("description", "")).split())
+        try:
+            trials = expected_trials(load_spec(name))
+        except SpecError:
+            trials = "?"
+        print(f"  {name:<28} {trials!s:>5} trials  {description[:90]}")
+    storage = Path(args.storage)
+    studies = sorted(p.parent for p in storage.glob("*/study.yaml")) if storage.is_dir() else []
+    print(f"\nStudies in {storage}:" if studies else f"\nNo studies in {storage} yet.")
+    for folder in studies:
+        states = trial_states(folder)
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no trials yet"
+        print(f"  {folder.name:<28} {summary}")
+    return 0
+
+
+def trial_states(folder: Path) -> dict[str, int]:
+    """Count trials by their last reported result: finished, diverged, incomplete."""
+    spec_epochs = read_yaml(folder / "study.yaml").get("train", {}).get("epochs")
+    states: dict[str, int] = {}
+    for result_file in folder.glob("*/result.json"):
+        lines = result_file.read_text().strip().splitlines()
+        last = json.loads(lines[-1]) if lines else {}
+        if last.get("diverged"):
+            state = "diverged"
+        elif last.get("epoch") == spec_epochs or last.get("done"):
+            state = "finished"
+        else:
+            state = "incomplete"
+        states[state] = states.get(state, 0) + 1
+    return states
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from studies.tracking import default_tracking_uri
+
+    storage = Path(args.storage)
+    if not (storage / "mlflow.db").is_file():
+        raise SpecError([("--storage", f"no MLflow store in {storage} (run a study first)")])
+    uri = default_tracking_uri(storage)
+    print(f"[normstudy] MLflow UI at http://127.0.0.1:{args.port} (store {uri}); Ctrl-C to stop")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(args.port)]  # fmt: skip
+    return subprocess.call(command)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    print("normstudy compare: the comparison stage is not available yet", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

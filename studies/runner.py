@@ -1,0 +1,237 @@
+"""Runner: a validated StudySpec -> a Ray Tune Tuner -> results + MLflow runs.
+
+The study directory ``<storage>/<name>`` is Ray Tune's experiment directory
+(trial results, checkpoints, experiment state for resume); the runner also
+writes ``study.yaml`` there, which is how ``normstudy resume NAME`` knows the
+study without its original file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from studies.space import FINITE, domain_values, set_path, with_values
+from studies.spec import (
+    ChoiceDomain,
+    GridDomain,
+    LogUniformDomain,
+    RandIntDomain,
+    SpecError,
+    StudySpec,
+    UniformDomain,
+    dump_spec,
+    parse_spec,
+    read_yaml,
+)
+from studies.tracking import MLflowTrialCallback, StudyTracker, tracking_uri
+
+SPEC_FILE = "study.yaml"
+
+
+def study_dir(spec: StudySpec) -> Path:
+    return Path(spec.storage).expanduser().resolve() / spec.name
+
+
+def find_study(name_or_path: str, storage: str | None = None) -> Path:
+    """A study directory from its path, or its name under the results directory."""
+    path = Path(name_or_path).expanduser()
+    candidates = [path, Path(storage or os.environ.get("NORMSTUDY_STORAGE", "./normstudy-results")) / name_or_path]
+    for candidate in candidates:
+        if (candidate / SPEC_FILE).is_file():
+            return candidate.resolve()
+    raise SpecError([("", f"no study {name_or_path!r} (looked for {SPEC_FILE} in "
+                          f"{', '.join(str(c) for c in candidates)})")])  # fmt: skip
+
+
+def load_study_spec(folder: Path) -> StudySpec:
+    return parse_spec(read_yaml(folder / SPEC_FILE))
+
+
+def tune_domain(domain, search: str):
+    """A spec sweep domain as a Ray Tune domain."""
+    from ray import tune
+
+    if isinstance(domain, GridDomain) and search != "optuna":
+        return tune.grid_search(domain_values(domain))
+    if isinstance(domain, FINITE):
+        values = domain_values(domain)
+        return tune.grid_search(values) if search == "grid" else tune.choice(values)
+    if isinstance(domain, UniformDomain):
+        return tune.uniform(*domain.uniform)
+    if isinstance(domain, LogUniformDomain):
+        return tune.loguniform(*domain.loguniform)
+    if isinstance(domain, RandIntDomain):
+        low, high = domain.randint
+        return tune.randint(low, high + 1)  # spec ranges are inclusive
+    raise TypeError(domain)
+
+
+def param_space(spec: StudySpec) -> dict[str, Any]:
+    """The trial config with Ray Tune domains at the swept paths and the seeds.
+
+    Grid and random search cross every arm with every seed. Optuna proposes
+    configurations one at a time and cannot take a grid, so each proposal runs
+    with the first seed (a search stage selects on validation; a confirm run
+    repeats the chosen arms on all seeds).
+    """
+    from ray import tune
+
+    space = with_values(spec.trial_config(), {})
+    for path, domain in spec.sweep.items():
+        set_path(space, path, tune_domain(domain, spec.search.name))
+    space["seed"] = spec.seeds[0] if spec.search.name == "optuna" else tune.grid_search(spec.seeds)
+    return space
+
+
+def search_algorithm(spec: StudySpec):
+    if spec.search.name != "optuna":
+        return None
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=spec.seeds[0]))
+
+
+def trial_scheduler(spec: StudySpec):
+    if spec.scheduler.name == "fifo":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=spec.train.epochs,
+        grace_period=min(spec.scheduler.grace_period, spec.train.epochs),
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+
+
+def expected_trials(spec: StudySpec) -> int:
+    """Trials the study will run: arms x seeds (grid), grid x samples x seeds (random)."""
+    if spec.search.name == "optuna":
+        return spec.search.num_samples
+    grid = 1
+    for domain in spec.sweep.values():
+        if isinstance(domain, GridDomain) or spec.search.name == "grid":
+            grid *= len(domain_values(domain))
+    samples = 1 if spec.search.name == "grid" else spec.search.num_samples
+    return grid * samples * len(spec.seeds)
+
+
+def connect_ray(address: str | None) -> None:
+    """Join a cluster (``--address`` or RAY_ADDRESS), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False,
+                 configure_logging=False)  # fmt: skip
+
+
+def trainable_with_resources(spec: StudySpec):
+    from ray import tune
+
+    from studies.trainable import tune_trainable
+
+    return tune.with_resources(tune_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def callbacks(spec: StudySpec, total: int) -> list:
+    from studies.progress import ProgressCallback
+
+    tracker = StudyTracker(spec, tracking_uri(spec))
+    return [MLflowTrialCallback(tracker), ProgressCallback(total)]
+
+
+@dataclass
+class StudyOutcome:
+    spec: StudySpec
+    folder: Path
+    counts: dict[str, int]
+    tracking_uri: str
+    seconds: float
+
+
+def _prepare_env() -> None:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def run_study(spec: StudySpec, address: str | None = None, overwrite: bool = False) -> StudyOutcome:
+    """Run a study to the end (or until interrupted; then ``resume`` continues it)."""
+    from ray import tune
+
+    folder = study_dir(spec)
+    if folder.exists():
+        if not overwrite:
+            raise SpecError([("name", f"study {spec.name!r} already exists in {folder}; resume it "
+                                      f"with `normstudy resume {spec.name}`, or pass --overwrite, "
+                                      "or choose another name with --set name=...")])  # fmt: skip
+        shutil.rmtree(folder)
+    _prepare_env()
+    connect_ray(address)
+    folder.mkdir(parents=True)
+    spec = spec.model_copy(update={"storage": str(folder.parent)})  # resumable from any cwd
+    (folder / SPEC_FILE).write_text(dump_spec(spec))
+    total = expected_trials(spec)
+    tuner = tune.Tuner(
+        trainable_with_resources(spec),
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric.name,
+            mode=spec.metric.mode,
+            search_alg=search_algorithm(spec),
+            scheduler=trial_scheduler(spec),
+            num_samples=1 if spec.search.name == "grid" else spec.search.num_samples,
+            max_concurrent_trials=spec.max_concurrent,
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=str(folder.parent),
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks(spec, total),
+            verbose=0,
+        ),
+    )
+    return _fit(tuner, spec, folder)
+
+
+def resume_study(name_or_path: str, address: str | None = None, retry_errored: bool = False,
+                 storage: str | None = None) -> StudyOutcome:  # fmt: skip
+    """Continue an interrupted study from its experiment state and checkpoints."""
+    from ray import tune
+
+    folder = find_study(name_or_path, storage)
+    spec = load_study_spec(folder)
+    _prepare_env()
+    connect_ray(address)
+    tuner = tune.Tuner.restore(
+        str(folder),
+        trainable=trainable_with_resources(spec),
+        resume_unfinished=True,
+        resume_errored=retry_errored,
+    )
+    return _fit(tuner, spec, folder)
+
+
+def _fit(tuner, spec: StudySpec, folder: Path) -> StudyOutcome:
+    started = time.time()
+    grid = tuner.fit()
+    counts: dict[str, int] = {}
+    for result in grid:
+        state = "errored" if result.error else "diverged" if (result.metrics or {}).get("diverged") else "finished"
+        counts[state] = counts.get(state, 0) + 1
+    return StudyOutcome(spec, folder, counts, tracking_uri(spec), time.time() - started)

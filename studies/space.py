@@ -1,0 +1,238 @@
+"""Sweeps: dotted paths into the trial config, arms, seeds and the baseline.
+
+A *path* such as ``enorm.c`` or ``model.steps`` names one value of the trial
+config; a path may also name a whole section (``optimizer``) whose grid
+values are mappings, which is how a study compares different optimizers.
+An *arm* is one assignment of every swept path (the seed excluded); trials
+of the same arm differ only by seed, and the comparison stage pairs them by
+seed with the baseline arm.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from typing import Any
+
+from pydantic import ValidationError
+
+from studies.spec import (
+    ChoiceDomain,
+    GridDomain,
+    LogUniformDomain,
+    RandIntDomain,
+    StudySpec,
+    SweepDomain,
+    TrialConfig,
+    UniformDomain,
+    format_pydantic_errors,
+)
+
+FINITE = (GridDomain, ChoiceDomain)
+
+
+def get_path(config: dict[str, Any], path: str) -> Any:
+    node: Any = config
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            raise KeyError(path)
+        node = node[key]
+    return node
+
+
+def set_path(config: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node = config
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+
+
+def with_values(config: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``config`` with each ``path: value`` applied."""
+    config = copy.deepcopy(config)
+    for path, value in values.items():
+        set_path(config, path, copy.deepcopy(value))
+    return config
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, path))
+        else:
+            flat[path] = value
+    return flat
+
+
+def domain_values(domain: SweepDomain) -> list[Any]:
+    """The values of a finite domain (grid or choice)."""
+    return list(domain.grid if isinstance(domain, GridDomain) else domain.choice)
+
+
+def domain_endpoints(domain: SweepDomain) -> list[Any]:
+    """Values that must each be valid: all of a finite domain, the ends of a range."""
+    if isinstance(domain, FINITE):
+        return domain_values(domain)
+    low, high = next(iter(domain.model_dump().values()))
+    return [low, high]
+
+
+def is_finite(spec: StudySpec) -> bool:
+    return all(isinstance(domain, FINITE) for domain in spec.sweep.values())
+
+
+def arms(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every assignment of the finite sweep (cartesian product, spec order)."""
+    if not is_finite(spec):
+        raise ValueError("arms can be enumerated only for grid/choice sweeps")
+    paths = list(spec.sweep)
+    grids = [domain_values(spec.sweep[path]) for path in paths]
+    return [dict(zip(paths, combo, strict=True)) for combo in itertools.product(*grids)]
+
+
+def arm_label(values: dict[str, Any]) -> str:
+    """Short human-readable name of an arm, e.g. ``enorm.c=1.2 optimizer=sgdg``."""
+    if not values:
+        return "default"
+    parts = []
+    for path, value in values.items():
+        if isinstance(value, dict):
+            shown = value.get("name", json.dumps(value, sort_keys=True))
+            extras = {k: v for k, v in value.items() if k != "name"}
+            shown = f"{shown}({','.join(f'{k}={v}' for k, v in extras.items())})"
+        else:
+            shown = value
+        parts.append(f"{path}={shown}")
+    return " ".join(parts)
+
+
+def arm_of(trial_config: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
+    """The swept values of a resolved trial config (its arm)."""
+    return {path: get_path(trial_config, path) for path in spec.sweep}
+
+
+def matches(value: Any, wanted: Any) -> bool:
+    """``wanted`` equals ``value``; for mappings, ``wanted`` is a subset of ``value``."""
+    if isinstance(wanted, dict) and isinstance(value, dict):
+        return all(k in value and matches(value[k], v) for k, v in wanted.items())
+    if isinstance(wanted, (int, float)) and isinstance(value, (int, float)):
+        return float(wanted) == float(value)
+    return wanted == value
+
+
+def is_baseline(trial_config: dict[str, Any], spec: StudySpec) -> bool:
+    if spec.baseline is None:
+        return False
+    for path, wanted in flatten_baseline(spec.baseline).items():
+        try:
+            value = get_path(trial_config, path)
+        except KeyError:
+            return False
+        if not matches(value, wanted):
+            return False
+    return True
+
+
+def flatten_baseline(baseline: dict[str, Any]) -> dict[str, Any]:
+    """Baselines may be nested or dotted; section-valued entries stay mappings."""
+    flat: dict[str, Any] = {}
+    for key, value in baseline.items():
+        if isinstance(value, dict) and key not in ("optimizer", "model", "enorm", "bn"):
+            for sub, subvalue in flatten(value).items():
+                flat[f"{key}.{sub}"] = subvalue
+        else:
+            flat[key] = value
+    return flat
+
+
+def resolved_config(spec: StudySpec, values: dict[str, Any]) -> dict[str, Any]:
+    """Base trial config with an arm's values applied, re-validated and dumped."""
+    config = with_values(spec.trial_config(), values)
+    return TrialConfig.model_validate(config).model_dump(mode="json", exclude_none=True)
+
+
+def trial_configs(spec: StudySpec) -> list[dict[str, Any]]:
+    """All trial configs of a finite study: arms x seeds (seed under key ``seed``)."""
+    configs = []
+    for values in arms(spec):
+        config = resolved_config(spec, values)
+        for seed in spec.seeds:
+            configs.append({**config, "seed": seed})
+    return configs
+
+
+# ---------------------------------------------------------------------------
+# Semantic checks: every problem found before any work starts.
+
+
+def _path_exists(config: dict[str, Any], path: str) -> bool:
+    try:
+        get_path(config, path)
+        return True
+    except KeyError:
+        pass
+    parts = path.split(".")
+    if parts[0] == "model" and len(parts) == 2:
+        from studies.recipes import model_parameters
+
+        return parts[1] in model_parameters(config["model"]["name"])
+    return False
+
+
+def check_study(spec: StudySpec) -> list[tuple[str, str]]:
+    from studies.recipes import check_buildable
+
+    problems: list[tuple[str, str]] = []
+    base = TrialConfig.model_validate(spec.trial_config()).model_dump(mode="json")
+    for path, domain in spec.sweep.items():
+        where = f"sweep.{path}"
+        if path == "seed" or path.split(".")[0] not in base:
+            problems.append((where, f"no such path in the trial config; sections: {', '.join(base)}"))
+            continue
+        if not _path_exists(base, path):
+            problems.append((where, f"no such path in the trial config (section {path.split('.')[0]!r})"))
+            continue
+        if spec.search.name == "grid" and not isinstance(domain, FINITE):
+            kind = next(iter(domain.model_dump()))
+            problems.append((where, f"'{kind}' needs search 'random' or 'optuna' (grid takes grid/choice)"))
+        if isinstance(domain, (UniformDomain, LogUniformDomain, RandIntDomain)):
+            low, high = domain_endpoints(domain)
+            if not low < high:
+                problems.append((where, f"range [{low}, {high}] must have low < high"))
+                continue
+        for value in domain_endpoints(domain):
+            try:
+                resolved_config(spec, {path: value})
+            except ValidationError as err:
+                for sub, message in format_pydantic_errors(err):
+                    problems.append((where, f"value {value!r} is invalid: {sub}: {message}"))
+    if problems:
+        return problems
+
+    if spec.baseline is not None:
+        for path in flatten_baseline(spec.baseline):
+            if not _path_exists(base, path):
+                problems.append((f"baseline.{path}", "no such path in the trial config"))
+        if not problems and is_finite(spec):
+            hits = [v for v in arms(spec) if is_baseline(resolved_config(spec, v), spec)]
+            if not hits:
+                labels = "; ".join(arm_label(v) for v in arms(spec))
+                problems.append(("baseline", f"matches no arm; arms: {labels}"))
+            elif len(hits) > 1:
+                labels = "; ".join(arm_label(v) for v in hits)
+                problems.append(("baseline", f"matches {len(hits)} arms ({labels}); it must pick one"))
+
+    configs = [resolved_config(spec, v) for v in arms(spec)] if is_finite(spec) else [base]
+    seen: set[str] = set()
+    for config in configs:
+        key = json.dumps({k: config.get(k) for k in ("dataset", "model", "enorm")}, sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        problems.extend(p for p in check_buildable(config) if p not in problems)
+    return problems

@@ -1,0 +1,398 @@
+"""Study specs: the YAML a researcher writes, validated before any work starts.
+
+A spec has two parts. The *trial config* (dataset, model, optimizer, enorm,
+bn, schedule, train) is what one training run needs; every trial receives a
+copy with the sweep values and its seed filled in. The *study* part (sweep,
+seeds, baseline, metric, search, scheduler, resources, tracking, storage)
+says how to run and judge many trials.
+
+Every problem is reported as ``field.path: message`` so the user can find the
+line to fix; :class:`SpecError` carries all of them at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CATALOG_DIR = Path(__file__).parent / "catalog"
+DEFAULT_STORAGE = "./normstudy-results"
+TRIAL_SECTIONS = ("dataset", "model", "optimizer", "enorm", "bn", "schedule", "train")
+METRICS = (
+    "val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss",
+)  # fmt: skip
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; ``problems`` holds ``(field path, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        lines = [f"  {path}: {message}" if path else f"  {message}" for path, message in problems]
+        super().__init__("invalid study spec:\n" + "\n".join(lines))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Momentum = Annotated[float, Field(ge=0, lt=1)]
+
+
+class DatasetSpec(Strict):
+    name: str = "digits"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = 0
+    root: str | None = None
+    download: bool = False
+    augment: bool | None = None
+    normalize: bool = True
+    train_size: int | None = Field(None, ge=10)
+    test_size: int | None = Field(None, ge=10)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from studies.data import DATASETS
+
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS.names())}")
+        return name
+
+
+class ModelSpec(BaseModel):
+    """A registry name plus the constructor's keyword arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from normlib.models import MODELS
+
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS.names())}")
+        return name
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SGDSpec(Strict):
+    name: Literal["sgd"]
+    lr: PositiveFloat
+    momentum: Momentum = 0.0
+    weight_decay: NonNegativeFloat = 0.0
+    nesterov: bool = False
+
+    @model_validator(mode="after")
+    def _nesterov(self):
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=true needs momentum > 0")
+        return self
+
+
+class GrassmannSpec(Strict):
+    """Shared fields of SGD-G and Adam-G (grassmann_param_groups arguments)."""
+
+    lr: PositiveFloat
+    lrg: PositiveFloat
+    momentum: Momentum = 0.9
+    omega: NonNegativeFloat = 0.1
+    grad_clip: PositiveFloat | None = 0.1
+    weight_decay: NonNegativeFloat = 5e-4
+    bn_decay: NonNegativeFloat = 0.0
+    nesterov: bool = True
+
+
+class SGDGSpec(GrassmannSpec):
+    name: Literal["sgdg"]
+
+
+class AdamGSpec(GrassmannSpec):
+    name: Literal["adamg"]
+    beta2: float = Field(0.99, ge=0, lt=1)
+    epsilon: PositiveFloat = 1e-8
+
+
+class AliGSpec(Strict):
+    name: Literal["alig"]
+    max_lr: PositiveFloat | None = 0.1
+    momentum: Momentum = 0.0
+    adjusted_momentum: bool = False
+    eps: PositiveFloat = 1e-5
+    max_norm: PositiveFloat | None = Field(None, description="radius of the l2-ball constraint")
+
+
+OptimizerSpec = Annotated[SGDSpec | SGDGSpec | AdamGSpec | AliGSpec, Field(discriminator="name")]
+OPTIMIZERS = ("sgd", "sgdg", "adamg", "alig")
+
+
+class ENormSpec(Strict):
+    """ENorm after optimizer steps; c = 0 switches it off (the usual baseline arm)."""
+
+    c: NonNegativeFloat = 1.0
+    p: PositiveFloat = 2.0
+    sweep: Literal["jacobi", "sequential"] = "jacobi"
+    every: int = Field(1, ge=1)
+    balance_biases: bool = False
+    balance_last: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.c > 0
+
+
+class BNSpec(Strict):
+    """BN-init: BN scale init, BN-scale learning-rate divisor c, input normalization."""
+
+    bn_weight: PositiveFloat = 1.0
+    c: float = Field(1.0, ge=1)
+    input_norm: Literal["bn", "dataset"] = "dataset"
+
+
+class ScheduleSpec(Strict):
+    name: Literal["constant", "linear", "cosine", "step"] = "constant"
+    milestones: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    factor: float = Field(0.1, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _milestones(self):
+        if self.name == "step" and not self.milestones:
+            raise ValueError("schedule 'step' needs milestones, e.g. [60, 120, 160]")
+        if self.milestones != sorted(set(self.milestones)):
+            raise ValueError("milestones must be strictly increasing")
+        return self
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(1024, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1, description="cap on batches per epoch")
+    fail_at_epoch: int | None = Field(
+        None, ge=1, description="testing aid: raise an error at this epoch (fault injection)"
+    )
+
+
+class TrialConfig(Strict):
+    """Everything one training run needs."""
+
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    model: ModelSpec
+    optimizer: OptimizerSpec
+    enorm: ENormSpec | None = None
+    bn: BNSpec | None = None
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    train: TrainSpec
+
+    @model_validator(mode="after")
+    def _compatible(self):
+        if self.enorm is not None and self.enorm.enabled and self.optimizer.name != "sgd":
+            raise ValueError(
+                f"enorm needs optimizer 'sgd' (it rescales SGD momentum buffers), "
+                f"got {self.optimizer.name!r}; set enorm.c: 0 or optimizer.name: sgd"
+            )
+        for milestone in self.schedule.milestones:
+            if milestone > self.train.epochs:
+                raise ValueError(
+                    f"schedule milestone {milestone} is after the last epoch ({self.train.epochs})"
+                )
+        return self
+
+
+class GridDomain(Strict):
+    grid: list[Any] = Field(min_length=1)
+
+
+class ChoiceDomain(Strict):
+    choice: list[Any] = Field(min_length=1)
+
+
+class UniformDomain(Strict):
+    uniform: tuple[float, float]
+
+
+class LogUniformDomain(Strict):
+    loguniform: tuple[PositiveFloat, PositiveFloat]
+
+
+class RandIntDomain(Strict):
+    randint: tuple[int, int]
+
+
+SweepDomain = GridDomain | ChoiceDomain | UniformDomain | LogUniformDomain | RandIntDomain
+
+
+class MetricSpec(Strict):
+    name: Literal[METRICS] = "val_acc"  # type: ignore[valid-type]
+    mode: Literal["max", "min"] = "max"
+
+
+class SearchSpec(Strict):
+    name: Literal["grid", "random", "optuna"] = "grid"
+    num_samples: int = Field(1, ge=1)
+
+
+class SchedulerSpec(Strict):
+    name: Literal["fifo", "asha"] = "fifo"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class ResourcesSpec(Strict):
+    cpu: PositiveFloat = 1.0
+    gpu: NonNegativeFloat = 0.0
+
+
+class TrackingSpec(Strict):
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class StudySpec(TrialConfig):
+    """A whole study: the trial config plus how to sweep, run and judge it."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    description: str = ""
+    sweep: dict[str, SweepDomain] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    baseline: dict[str, Any] | None = None
+    metric: MetricSpec = Field(default_factory=MetricSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    max_concurrent: int | None = Field(None, ge=1)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    storage: str = DEFAULT_STORAGE
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        return seeds
+
+    def trial_config(self) -> dict[str, Any]:
+        """The base trial config as plain data (sweep values not yet applied)."""
+        return self.model_dump(mode="json", include=set(TRIAL_SECTIONS), exclude_none=True)
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+    def fingerprint(self) -> str:
+        """Stable hash of everything that determines the trials' results."""
+        data = self.model_dump(mode="json", exclude={"description", "storage", "tracking"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------
+# Loading: YAML -> overrides -> smoke -> validation (syntax, then semantics)
+
+
+def resolve_spec_path(spec: str | Path) -> Path:
+    """A path to a YAML file, or the name of a catalog study."""
+    path = Path(spec)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SpecError([("", f"spec file {str(path)!r} does not exist")])
+        return path
+    catalog = CATALOG_DIR / f"{spec}.yaml"
+    if catalog.is_file():
+        return catalog
+    names = ", ".join(catalog_names())
+    raise SpecError([("", f"{spec!r} is neither a spec file nor a catalog study ({names})")])
+
+
+def catalog_names() -> list[str]:
+    return sorted(p.stem for p in CATALOG_DIR.glob("*.yaml"))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError([("", f"{path} is not valid YAML: {err}")]) from None
+    if not isinstance(data, dict):
+        raise SpecError([("", f"{path} must hold a mapping of study fields")])
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``--set a.b=value`` overrides; the value is parsed as YAML (numbers, lists, ...)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise SpecError([("--set", f"{item!r} is not of the form path=value")])
+        value = yaml.safe_load(raw) if raw else None
+        keys = path.split(".")
+        if keys[0] == "sweep" and len(keys) > 2:  # sweep paths are dotted themselves
+            keys = ["sweep", ".".join(keys[1:])]
+        node = data
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[keys[-1]] = value
+    return data
+
+
+def format_pydantic_errors(err: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    problems = []
+    for item in err.errors():
+        loc = [str(part) for part in item["loc"]]
+        # Drop the discriminator tag pydantic inserts into union paths.
+        if loc and loc[0] == "optimizer" and len(loc) > 1 and loc[1] in OPTIMIZERS:
+            del loc[1]
+        loc = [part for part in loc if not part.startswith(("function-", "tagged-union"))]
+        # For one-key sweep domains, report the offending key rather than the class name.
+        loc = [part for part in loc if not part.endswith("Domain")]
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        if item["type"] == "union_tag_invalid":
+            message = f"unknown optimizer; valid: {', '.join(OPTIMIZERS)}"
+        path = ".".join(([prefix] if prefix else []) + loc)
+        problems.append((path, message))
+    # A field reported twice (once per union member) reads better once.
+    return list(dict.fromkeys(problems))
+
+
+def parse_spec(data: dict[str, Any]) -> StudySpec:
+    """Validate fields and value ranges, then cross-field semantics (see :func:`check_spec`)."""
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(format_pydantic_errors(err)) from None
+    from studies.space import check_study
+
+    problems = check_study(spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def load_spec(spec: str | Path, overrides: list[str] | None = None, smoke: bool = False) -> StudySpec:
+    """Read, override, shrink (``smoke``) and validate a spec."""
+    data = read_yaml(resolve_spec_path(spec))
+    data = apply_overrides(data, overrides or [])
+    if smoke:
+        from studies.smoke import shrink
+
+        data = shrink(data)
+    return parse_spec(data)
+
+
+def dump_spec(spec: StudySpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)

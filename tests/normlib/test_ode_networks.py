@@ -1,0 +1,180 @@
+"""ODENets: layouts, norm choices, checkpointing, nfe, training, registry and bad input."""
+
+import copy
+import itertools
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from normlib.ode import NORMS, PARAM_NORMS, BasicBlock, ODEBlock, ODEFunc, make_norm, odenet
+from normlib.registry import MODELS
+
+ARCHS = ("odenet4", "odenet6", "odenet10", "odenet18", "odenet34")
+# (ResBlocks, ODE blocks) in the whole network.
+BLOCK_COUNTS = {
+    "odenet4": (0, 1),
+    "odenet6": (1, 1),
+    "odenet10": (2, 2),
+    "odenet18": (4, 4),
+    "odenet34": (4, 12),
+}
+
+
+def count(model, kind):
+    return sum(isinstance(module, kind) for module in model.modules())
+
+
+def conv3x3_count(model):
+    return sum(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) for m in model.modules())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_layouts(arch):
+    res_blocks, ode_blocks = BLOCK_COUNTS[arch]
+    model = odenet(arch, inplanes=8, steps=1)
+    assert (count(model, BasicBlock), count(model, ODEBlock)) == (res_blocks, ode_blocks)
+    plain = odenet(arch, inplanes=8, ode=False)
+    assert count(plain, ODEBlock) == 0
+    assert count(plain, BasicBlock) == res_blocks + ode_blocks
+    # The depth in the name: stem conv + two 3x3 convs per block + fc.
+    assert conv3x3_count(plain) + 1 == int(arch.removeprefix("odenet"))
+    stages = {"odenet4": 1, "odenet6": 1, "odenet10": 2, "odenet18": 4, "odenet34": 4}[arch]
+    assert model.fc.in_features == plain.fc.in_features == 8 * 2 ** (stages - 1)
+
+
+def test_odenet10_follows_the_design():
+    model = odenet("odenet10", inplanes=8, steps=1)
+    kinds = [type(block) for block in model.blocks]
+    assert kinds == [BasicBlock, ODEBlock, BasicBlock, ODEBlock]
+    assert model.blocks[0].conv1.stride == (1, 1) and model.blocks[2].conv1.stride == (2, 2)
+    assert model.blocks[2].conv1.out_channels == 16
+    features = []
+    model.blocks[3].register_forward_hook(lambda module, args, out: features.append(out.shape))
+    model(torch.randn(2, 3, 32, 32))
+    assert features == [torch.Size([2, 16, 16, 16])]
+
+
+@pytest.mark.parametrize("arch", ["odenet4", "odenet10"])
+@pytest.mark.parametrize(("norm", "param_norm"), list(itertools.product(NORMS, PARAM_NORMS)))
+def test_every_norm_combination_trains_a_step(arch, norm, param_norm):
+    torch.manual_seed(0)
+    model = odenet(arch, num_classes=5, inplanes=8, steps=2, norm_stem=norm, norm_res=norm,
+                   norm_ode=norm, param_norm_stem=param_norm, param_norm_res=param_norm,
+                   param_norm_ode=param_norm)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    parametrized = sum(parametrize.is_parametrized(conv, "weight") for conv in convs)
+    assert parametrized == (0 if param_norm == "none" else len(convs))
+    assert all((conv.bias is not None) == (norm == "none") for conv in convs)
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 5)
+    nn.functional.cross_entropy(out, torch.tensor([1, 3])).backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(g.abs().sum().item() for g in grads) > 0
+
+
+def test_instance_norm_equals_group_norm_with_one_channel_per_group():
+    torch.manual_seed(0)
+    instance, group = make_norm("in", 6), nn.GroupNorm(6, 6)
+    with torch.no_grad():
+        for module in (instance, group):
+            module.weight.copy_(torch.linspace(0.5, 2.0, 6))
+            module.bias.copy_(torch.linspace(-1.0, 1.0, 6))
+    x = torch.randn(3, 6, 5, 5)
+    torch.testing.assert_close(instance(x), group(x), rtol=1e-5, atol=1e-5)
+
+
+def test_weight_norm_and_spectral_norm_constrain_the_weight():
+    torch.manual_seed(0)
+    func = ODEFunc(4, norm="none", param_norm="wn")
+    magnitude = func.conv1.parametrizations.weight.original0.flatten()
+    torch.testing.assert_close(func.conv1.weight.flatten(1).norm(dim=1), magnitude)
+    func = ODEFunc(4, norm="none", param_norm="sn")
+    z = torch.randn(1, 4, 4, 4)
+    for _ in range(30):  # one power iteration per forward in train mode
+        func(torch.zeros(()), z)
+    sigma = torch.linalg.matrix_norm(func.conv1.weight.detach().flatten(1), ord=2)
+    assert sigma.item() == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize(("norm", "param_norm"), [("bn", "none"), ("ln", "wn"), ("bn", "sn")])
+@pytest.mark.parametrize("solver", ["euler", "rk4"])
+def test_checkpoint_gives_identical_outputs_gradients_and_buffers(norm, param_norm, solver):
+    torch.manual_seed(0)
+    plain = odenet("odenet4", inplanes=8, solver=solver, steps=3, norm_ode=norm,
+                   param_norm_ode=param_norm).double()
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.blocks[0].checkpoint = True
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    outputs = []
+    for model in (plain, checkpointed):
+        out = model(x)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=1e-10)
+    for (name, p), q in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=1e-10, msg=name)
+    # The recomputation in backward neither updates BN running statistics again
+    # nor runs another spectral-norm power iteration.
+    for (name, a), b in zip(plain.named_buffers(), checkpointed.buffers(), strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-10, msg=name)
+    if norm == "bn":
+        bn = checkpointed.blocks[0].func.norm1
+        assert bn.num_batches_tracked.item() == 3 * {"euler": 1, "rk4": 4}[solver]
+
+
+@pytest.mark.parametrize(("solver", "per_step"), [("euler", 1), ("rk2", 2), ("rk4", 4)])
+def test_model_nfe_sums_its_ode_blocks(solver, per_step):
+    model = odenet("odenet10", inplanes=8, solver=solver, steps=3)
+    model(torch.randn(2, 3, 16, 16))
+    assert [block.nfe for block in model.blocks if isinstance(block, ODEBlock)] == [3 * per_step] * 2
+    assert model.nfe == 2 * 3 * per_step
+    assert odenet("odenet10", inplanes=8, ode=False).nfe == 0
+
+
+def test_seed_config_bn_ln_euler_32_fits_a_fixed_batch():
+    torch.manual_seed(0)
+    model = odenet("odenet4", inplanes=16, solver="euler", steps=32, norm_stem="bn",
+                   norm_ode="ln")
+    images, labels = torch.randn(16, 3, 16, 16), torch.arange(16) % 10
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert model.nfe == 32
+    assert losses[-1] <= 0.5 * losses[0]
+
+
+def test_registry_builds_every_arch_with_injected_shapes():
+    assert set(ARCHS) <= set(MODELS.names())
+    model = MODELS.build("odenet10", num_classes=7, in_channels=1, inplanes=8, steps=1)
+    assert model(torch.randn(2, 1, 16, 16)).shape == (2, 7)
+    plain = MODELS.build("odenet6", num_classes=3, in_channels=3, inplanes=8, ode=False)
+    assert count(plain, ODEBlock) == 0 and count(plain, BasicBlock) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument", "listed"),
+    [
+        ({"norm_ode": "xx"}, "norm_ode", "bn, ln, in, none"),
+        ({"norm_stem": "batch"}, "norm_stem", "bn, ln, in, none"),
+        ({"param_norm_res": "xx"}, "param_norm_res", "wn, sn, none"),
+        ({"act_ode": "gelu"}, "act_ode", "relu, none"),
+        ({"solver": "heun"}, "solver", "euler, rk2, rk4"),
+        ({"steps": 0}, "steps", ">= 1"),
+        ({"inplanes": 0}, "inplanes", ">= 1"),
+        ({"num_classes": 0}, "num_classes", ">= 1"),
+        ({"arch": "odenet5"}, "arch", "odenet4, odenet6, odenet10, odenet18, odenet34"),
+    ],
+)
+def test_bad_choices_name_the_argument_and_the_valid_values(kwargs, argument, listed):
+    kwargs = {"arch": "odenet4", **kwargs}
+    with pytest.raises(ValueError, match=argument) as error:
+        odenet(**kwargs)
+    assert listed in str(error.value)
