@@ -1,7 +1,8 @@
 """Step time of SGD-G, Adam-G and ALI-G against torch.optim.SGD on WRN-16-4 parameters.
 
 Only ``optimizer.step()`` is timed; gradients are pre-filled with random
-values once. Median over ``--steps`` steps after ``--warmup`` steps.
+values once. Median over ``--steps`` steps after ``--warmup`` steps, the
+optimizers timed in turn (round robin) so load drift hits them all alike.
 
     python bench/optimizer_step.py [--steps 20] [--warmup 5] [--threads 2] [--device cpu]
 
@@ -46,23 +47,32 @@ def _optimizers():
     }
 
 
-def _time_steps(optimizer, steps: int, warmup: int, device: torch.device) -> float:
-    loss = torch.tensor(1.0, device=device)
-    step = optimizer.step
+def _stepper(optimizer, device: torch.device):
+    """A no-argument call of one step (ALI-G gets a constant loss value)."""
     if isinstance(optimizer, AliG):
-        def step():
-            return optimizer.step(lambda: loss)
-    times = []
+        loss = torch.tensor(1.0, device=device)
+        return lambda: optimizer.step(lambda: loss)
+    return optimizer.step
+
+
+def _time_round_robin(steppers, steps: int, warmup: int, device: torch.device) -> list[float]:
+    """Median ms per step of each stepper, timed in turn each round.
+
+    Interleaving spreads the machine's load drift evenly over the optimizers,
+    so the ratios stay meaningful on a shared CPU.
+    """
+    times = [[] for _ in steppers]
     for i in range(warmup + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for own, step in zip(times, steppers, strict=True):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                own.append(time.perf_counter() - start)
+    return [1000 * statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -78,15 +88,18 @@ def main() -> None:
     torch.manual_seed(0)
     base = WideResNet(depth=16, width=4, num_classes=10).to(device)
     gen = torch.Generator(device=device).manual_seed(1)
-    for p in base.parameters():
-        p.grad = 1e-2 * torch.randn(p.shape, generator=gen, device=device)
+    grads = [1e-2 * torch.randn(p.shape, generator=gen, device=device) for p in base.parameters()]
     n_params = sum(p.numel() for p in base.parameters())
 
-    rows = []
-    for name, build in _optimizers().items():
-        model = copy.deepcopy(base)  # deepcopy keeps .grad
-        ms = _time_steps(build(model), args.steps, args.warmup, device)
-        rows.append({"optimizer": name, "median_ms": ms})
+    steppers = []
+    for build in _optimizers().values():
+        model = copy.deepcopy(base)
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p.grad = g.clone()
+        steppers.append(_stepper(build(model), device))
+    medians = _time_round_robin(steppers, args.steps, args.warmup, device)
+    rows = [{"optimizer": name, "median_ms": ms}
+            for name, ms in zip(_optimizers(), medians, strict=True)]
     reference = rows[0]["median_ms"]
     for row in rows:
         row["vs_first_row"] = row["median_ms"] / reference

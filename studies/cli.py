@@ -88,9 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=cmd_ui)
 
-    compare = commands.add_parser("compare", help="(coming with the comparison stage) paired "
-                                  "t-tests of every arm against the baseline")  # fmt: skip
-    compare.add_argument("study")
+    compare = commands.add_parser(
+        "compare", help="paired t-tests of every arm against the baseline (table, report, plots)"
+    )
+    compare.add_argument("study", help="study name (under the results directory) or its directory")
+    compare.add_argument("--metric", help="metric to compare (default: the spec's metric)")
+    compare.add_argument("--alpha", type=float, default=0.05,
+                         help="significance level after Holm correction (default 0.05)")
+    compare.add_argument("--select", default="final", metavar="{final,best_val}",
+                         help="final: the metric at the last epoch (default); best_val: the test "
+                         "metric at the epoch of the best validation metric")
+    compare.add_argument("--source", default="results", metavar="{results,mlflow}",
+                         help="read trials from the results directory (default) or from MLflow")
+    compare.add_argument("--storage", help=f"results directory (default {DEFAULT_STORAGE})")
+    compare.add_argument("--no-log", action="store_true",
+                         help="do not log the report and plots to the MLflow parent run")
     compare.set_defaults(handler=cmd_compare)
     return parser
 
@@ -118,7 +130,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     print(f"[normstudy] study {spec.name!r}: {expected_trials(spec)} trials")
-    return report(run_study(spec, address=args.address, overwrite=args.overwrite))
+    outcome = run_study(spec, address=args.address, overwrite=args.overwrite)
+    code = report(outcome)
+    from studies.compare import compare_after_run
+
+    compare_after_run(outcome)  # prints the table; a failure only warns
+    return code
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -196,8 +213,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    print("normstudy compare: the comparison stage is not available yet", file=sys.stderr)
-    return 2
+    from studies.compare import print_comparison, run_comparison
+
+    result = run_comparison(
+        args.study, metric=args.metric, select=args.select, alpha=args.alpha,
+        source=args.source, storage=args.storage, log=not args.no_log,
+    )  # fmt: skip
+    print_comparison(result)
+    return 0
 
 
 if __name__ == "__main__":

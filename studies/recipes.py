@@ -19,7 +19,7 @@ from normlib.alig import AliG, l2_projection
 from normlib.bninit import InputNorm, bn_param_groups
 from normlib.enorm import ENorm
 from normlib.models import MODELS
-from normlib.riemannian import AdamG, SGDG, grassmann_param_groups
+from normlib.riemannian import SGDG, AdamG, grassmann_param_groups
 from studies.data import DatasetInfo, check_available, dataset_info
 
 # Keyword arguments the service fills in from the dataset, if a model takes them.

@@ -17,7 +17,6 @@ from typing import Any
 
 from studies.space import FINITE, domain_values, set_path, with_values
 from studies.spec import (
-    ChoiceDomain,
     GridDomain,
     LogUniformDomain,
     RandIntDomain,

@@ -210,7 +210,8 @@ def check_study(spec: StudySpec) -> list[tuple[str, str]]:
                 resolved_config(spec, {path: value})
             except ValidationError as err:
                 for sub, message in format_pydantic_errors(err):
-                    problems.append((where, f"value {value!r} is invalid: {sub}: {message}"))
+                    detail = f"{sub}: {message}" if sub else message
+                    problems.append((where, f"value {value!r} is invalid: {detail}"))
     if problems:
         return problems
 

@@ -202,6 +202,10 @@ class TrialConfig(Strict):
                 f"enorm needs optimizer 'sgd' (it rescales SGD momentum buffers), "
                 f"got {self.optimizer.name!r}; set enorm.c: 0 or optimizer.name: sgd"
             )
+        if self.bn is not None and self.bn.c != 1 and self.optimizer.name != "sgd":
+            raise ValueError(
+                f"bn.c (BN-scale lr divisor) needs optimizer 'sgd', got {self.optimizer.name!r}"
+            )
         for milestone in self.schedule.milestones:
             if milestone > self.train.epochs:
                 raise ValueError(
@@ -230,6 +234,7 @@ class RandIntDomain(Strict):
     randint: tuple[int, int]
 
 
+SWEEP_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 SweepDomain = GridDomain | ChoiceDomain | UniformDomain | LogUniformDomain | RandIntDomain
 
 
@@ -274,6 +279,20 @@ class StudySpec(TrialConfig):
     max_concurrent: int | None = Field(None, ge=1)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     storage: str = DEFAULT_STORAGE
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _one_kind_per_path(cls, sweep: Any) -> Any:
+        if not isinstance(sweep, dict):
+            return sweep
+        for path, domain in sweep.items():
+            kinds = list(domain) if isinstance(domain, dict) else []
+            if len(kinds) != 1 or kinds[0] not in SWEEP_KINDS:
+                raise ValueError(
+                    f"{path}: give exactly one of {', '.join(SWEEP_KINDS)}, e.g. "
+                    f"{{grid: [0, 1.2]}}; got {domain!r}"
+                )
+        return sweep
 
     @field_validator("seeds")
     @classmethod

@@ -9,6 +9,7 @@ from normlib.models.fully_connected import FullyConnected
 from normlib.models.fully_convolutional import FullyConvolutional
 from normlib.models.resnet import construct_network
 from normlib.models.wide_resnet import WideResNet
+from normlib.ode import networks as _ode_networks  # noqa: F401  (registers odenet4..odenet34)
 from normlib.registry import MODELS
 
 build = MODELS.build

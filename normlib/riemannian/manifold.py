@@ -14,6 +14,7 @@ scalars keep the shape ``(rows, 1)``. With |.| the row-wise 2-norm:
 * transport of a tangent m along the geodesic of direction d to exp_y(d)
                           m -> m - (u.m)(y sin|d| + u (1 - cos|d|)),  u = d/|d|
 * per-row clipping        h -> h min(1, c/|h|)
+* orthogonality penalty   omega ||Y Y^T - I||_F^2 / 2, gradient 2 omega (Y Y^T Y - Y)
 
 y is always the start point of the geodesic. A zero-norm vector is safe
 everywhere: it gives no NaN, exp_y(0) = y and a zero step transports
@@ -21,6 +22,8 @@ nothing.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -33,7 +36,7 @@ __all__ = [
     "transport_own",
     "transport",
     "clip_rows",
-    "orthogonality_grad",
+    "add_orthogonality_grad",
 ]
 
 
@@ -58,25 +61,33 @@ def unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _unit_direction(x, norm), norm
 
 
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a_i . b_i for every row, shape ``(rows, 1)``."""
+    return torch.linalg.vecdot(a, b, dim=1).unsqueeze(1)
+
+
 def project_tangent(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """h = g - (y.g) y, the component of g tangent to the unit sphere at y."""
-    return g - (y * g).sum(dim=1, keepdim=True) * y
+    return torch.addcmul(g, y, _row_dot(y, g), value=-1)
 
 
 def exp_map(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """exp_y(m) = y cos|m| + (m/|m|) sin|m|; exp_y(0) = y."""
-    u, norm = unit_rows(m)
-    return y * torch.cos(norm) + u * torch.sin(norm)
+    """exp_y(m) = y cos|m| + (m/|m|) sin|m|; exp_y(0) = y.
+
+    Written y cos|m| + m sinc(|m|) with sinc(x) = sin(x)/x = 1 at 0: no division.
+    """
+    norm = row_norms(m)
+    return torch.addcmul(y * torch.cos(norm), m, torch.sinc(norm / math.pi))
 
 
 def transport_own(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """Parallel transport of m along its own geodesic from y to exp_y(m).
 
-    (u cos|m| - y sin|m|) |m| with u = m/|m|, written as m cos|m| - y |m| sin|m|,
+    (u cos|m| - y sin|m|) |m| with u = m/|m|, written m cos|m| - y |m| sin|m|,
     which needs no division and is 0 for m = 0. The result is tangent at exp_y(m).
     """
     norm = row_norms(m)
-    return m * torch.cos(norm) - y * (norm * torch.sin(norm))
+    return torch.addcmul(m * torch.cos(norm), y, norm * torch.sin(norm), value=-1)
 
 
 def transport(y: torch.Tensor, direction: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -86,8 +97,9 @@ def transport(y: torch.Tensor, direction: torch.Tensor, m: torch.Tensor) -> torc
     turns with the geodesic, the rest is unchanged. d = 0 leaves m unchanged.
     """
     u, norm = unit_rows(direction)
-    along = (u * m).sum(dim=1, keepdim=True)
-    return m - along * (y * torch.sin(norm) + u * (1 - torch.cos(norm)))
+    along = _row_dot(u, m)
+    turned = torch.addcmul(m, y, along * torch.sin(norm), value=-1)
+    return turned.addcmul_(u, along * (1 - torch.cos(norm)), value=-1)
 
 
 def clip_rows(h: torch.Tensor, max_norm: float) -> torch.Tensor:
@@ -96,6 +108,11 @@ def clip_rows(h: torch.Tensor, max_norm: float) -> torch.Tensor:
     return h * (max_norm / norm).clamp(max=1.0)  # 1/0 = inf clamps to 1: zero rows stay zero
 
 
-def orthogonality_grad(y: torch.Tensor) -> torch.Tensor:
-    """2 (Y Y^T Y - Y), the gradient of ||Y Y^T - I||_F^2 / 2 (orthogonality penalty)."""
-    return 2 * ((y @ y.T) @ y - y)
+def add_orthogonality_grad(g: torch.Tensor, y: torch.Tensor, omega: float) -> torch.Tensor:
+    """g + 2 omega (Y Y^T Y - Y): g plus the gradient of omega ||Y Y^T - I||_F^2 / 2.
+
+    Computed as g + 2 omega (Y Y^T - I) Y with one fused matrix product.
+    """
+    gram = y @ y.T
+    gram.diagonal().sub_(1)
+    return torch.addmm(g, gram, y, alpha=2 * omega)

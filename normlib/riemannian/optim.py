@@ -29,10 +29,10 @@ import torch
 from torch.optim.optimizer import Optimizer, required
 
 from normlib.riemannian.manifold import (
+    add_orthogonality_grad,
     as_rows,
     clip_rows,
     exp_map,
-    orthogonality_grad,
     project_tangent,
     row_norms,
     transport,
@@ -108,7 +108,7 @@ class _SphereOptimizer(Optimizer):
         y, _ = unit_rows(as_rows(p))
         g = as_rows(p.grad)
         if group["omega"] != 0:
-            g = g + group["omega"] * orthogonality_grad(y)
+            g = add_orthogonality_grad(g, y, group["omega"])
         h = project_tangent(y, g)
         if group["grad_clip"] is not None:
             h = clip_rows(h, group["grad_clip"])

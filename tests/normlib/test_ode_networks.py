@@ -129,7 +129,8 @@ def test_checkpoint_gives_identical_outputs_gradients_and_buffers(norm, param_no
 def test_model_nfe_sums_its_ode_blocks(solver, per_step):
     model = odenet("odenet10", inplanes=8, solver=solver, steps=3)
     model(torch.randn(2, 3, 16, 16))
-    assert [block.nfe for block in model.blocks if isinstance(block, ODEBlock)] == [3 * per_step] * 2
+    counts = [block.nfe for block in model.blocks if isinstance(block, ODEBlock)]
+    assert counts == [3 * per_step] * 2
     assert model.nfe == 2 * 3 * per_step
     assert odenet("odenet10", inplanes=8, ode=False).nfe == 0
 
@@ -138,8 +139,10 @@ def test_seed_config_bn_ln_euler_32_fits_a_fixed_batch():
     torch.manual_seed(0)
     model = odenet("odenet4", inplanes=16, solver="euler", steps=32, norm_stem="bn",
                    norm_ode="ln")
-    images, labels = torch.randn(16, 3, 16, 16), torch.arange(16) % 10
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    # Low-frequency random images: white noise would average out in the global pool.
+    images = nn.functional.interpolate(torch.randn(16, 3, 4, 4), size=16, mode="bilinear")
+    labels = torch.arange(16) % 10
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
     losses = []
     for _ in range(30):
         optimizer.zero_grad()
