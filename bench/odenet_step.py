@@ -10,10 +10,14 @@ after one warm-up run, all configurations in this process.
 Memory: each configuration runs in a fresh subprocess. On CPU the peak is the
 growth of the process's resident-set high-water mark (VmHWM in
 /proc/self/status, Linux) during one full-batch step, measured after a
-warm-up step on a batch of 2 has loaded the kernels and thread pools; large
-tensors are mmap-ed and returned on free, so this tracks the tensor
-high-water mark (to within the allocator's caching, a few MiB). (getrusage's
-ru_maxrss would not do: it keeps the forking parent's peak across exec.) On CUDA it is
+warm-up step on a batch of 2 has loaded the kernels and thread pools. The
+subprocess runs with MALLOC_MMAP_THRESHOLD_=131072, which fixes glibc's mmap
+threshold: every block of 128 KiB or more is mmap-ed and unmapped on free, so
+the resident set follows the live tensors and its high-water mark is the
+tensor peak (without it glibc raises the threshold after the first large
+free, keeps freed activations in its heap and the measure overstates the
+checkpointed runs several-fold). getrusage's ru_maxrss would not do either:
+it keeps the forking parent's peak across exec. On CUDA it is
 ``torch.cuda.max_memory_allocated`` minus the memory allocated before the step
 (exact tensor memory).
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -105,7 +110,9 @@ def peak_step_mib(solver: str, checkpoint: bool, device: torch.device) -> float:
 def measure_memory_in_subprocess(solver: str, checkpoint: bool, device: str, threads: int) -> float:
     command = [sys.executable, __file__, "--memory-only", solver, str(int(checkpoint)),
                "--device", device, "--threads", str(threads)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    output = subprocess.run(command, check=True, capture_output=True, text=True,
+                            env=environment).stdout
     return float(output.strip().splitlines()[-1])
 
 
@@ -146,7 +153,7 @@ def main() -> None:
             "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,
             "machine": platform.processor() or platform.machine(),
             "memory": "cuda max_memory_allocated growth" if args.device == "cuda"
-            else "VmHWM growth in a fresh process"}
+            else "VmHWM growth in a fresh process, MALLOC_MMAP_THRESHOLD_=131072"}
     RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {RESULTS}")
 

@@ -9,7 +9,7 @@ from normlib.alig import AliG, l2_projection
 from normlib.bninit import InputNorm, ScaleBatchNorm1d, ScaleBatchNorm2d, bn_param_groups
 from normlib.enorm import ENorm
 from normlib.models import construct_network
-from normlib.riemannian import AdamG, SGDG, grassmann_param_groups
+from normlib.riemannian import SGDG, AdamG, grassmann_param_groups
 from normlib.seeding import make_complex, make_deterministic
 from normlib.stats import holm, paired_ttest, power, seeds_needed, wilcoxon
 

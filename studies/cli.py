@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     spec_args(run)
     run.add_argument("--address", help="Ray cluster address (auto, ray://host:10001); default: "
                      "RAY_ADDRESS, else a local Ray")  # fmt: skip
-    run.add_argument("--overwrite", action="store_true", help="replace an existing study of that name")
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace an existing study of that name"
+    )
     run.set_defaults(handler=cmd_run)
 
     validate = commands.add_parser("validate", help="check a spec without running it")
@@ -79,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also rerun trials that errored (from their last checkpoint)")
     resume.set_defaults(handler=cmd_resume)
 
-    listing = commands.add_parser("list", help="catalog studies and studies in the results directory")
+    listing = commands.add_parser(
+        "list", help="catalog studies and studies in the results directory"
+    )
     listing.add_argument("--storage", default=os.environ.get("NORMSTUDY_STORAGE", DEFAULT_STORAGE))
     listing.set_defaults(handler=cmd_list)
 
@@ -150,11 +154,13 @@ def report(outcome) -> int:
     counts = ", ".join(f"{n} {state}" for state, n in sorted(outcome.counts.items()))
     print(f"[normstudy] study {outcome.spec.name!r} done in {outcome.seconds:.0f}s: {counts}")
     print(f"[normstudy] results: {outcome.folder}")
-    print(f"[normstudy] MLflow:  {outcome.tracking_uri} (experiment {outcome.spec.experiment_name!r})")
+    experiment = outcome.spec.experiment_name
+    print(f"[normstudy] MLflow:  {outcome.tracking_uri} (experiment {experiment!r})")
     if outcome.tracking_uri.startswith("sqlite:"):
         print(f"[normstudy] browse:  normstudy ui --storage {outcome.folder.parent}")
     if outcome.counts.get("errored"):
-        print(f"[normstudy] rerun errored trials: normstudy resume {outcome.spec.name} --retry-errored")
+        name = outcome.spec.name
+        print(f"[normstudy] rerun errored trials: normstudy resume {name} --retry-errored")
         return 1
     return 0
 

@@ -47,7 +47,6 @@ from studies.spec import METRICS, TRIAL_SECTIONS, SpecError, StudySpec, dump_spe
 
 SELECTIONS = ("final", "best_val")
 SOURCES = ("results", "mlflow")
-STATUSES = ("finished", "diverged", "incomplete")
 HISTORY_KEYS = (*METRICS, "diverged")
 OUTPUT_DIR = "comparison"
 ARTIFACT_DIR = "comparison"
@@ -738,7 +737,8 @@ def _paired_values_table(comparison: Comparison) -> str:
 HOW_TO_READ = """\
 - Each row tests one arm against the baseline on the **same seeds** (same initialization
   and data order): d = arm - baseline per seed. **n** is the number of seeds where both
-  trials finished; seeds missing on either side are listed and do not count.
+  trials finished; seeds missing on either side are listed and do not count. The arm and
+  baseline columns give mean ± sd over those n paired seeds.
 - **diff [95% CI]** is the mean of d with a one-sided 95% confidence bound (`>= x` when
   higher is better, `<= x` when lower is better). Accuracies are shown in percent and their
   differences in percentage points (pp); `comparison.csv` holds the raw values (fractions).

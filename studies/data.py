@@ -224,7 +224,8 @@ def _torchvision(name: str, cls_name: str, folder: str, split_kw: str):
         if options.get("download"):
             return None
         if not (_root(options) / folder).exists():
-            return f"dataset {name!r} expected in {_root(options) / folder}, which does not exist; {HOW_TO_GET}"
+            where = _root(options) / folder
+            return f"dataset {name!r} expected in {where}, which does not exist; {HOW_TO_GET}"
         return None
 
     load.check = check

@@ -212,7 +212,10 @@ def check_buildable(config: dict[str, Any]) -> list[tuple[str, str]]:
     for key in config["model"]:
         if key != "name" and key not in accepted:
             problems.append(
-                (f"model.{key}", f"unknown argument of model {name!r}; valid: {', '.join(accepted)}")
+                (
+                    f"model.{key}",
+                    f"unknown argument of model {name!r}; valid: {', '.join(accepted)}",
+                )
             )
     if problems:
         return problems

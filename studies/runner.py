@@ -39,7 +39,10 @@ def study_dir(spec: StudySpec) -> Path:
 def find_study(name_or_path: str, storage: str | None = None) -> Path:
     """A study directory from its path, or its name under the results directory."""
     path = Path(name_or_path).expanduser()
-    candidates = [path, Path(storage or os.environ.get("NORMSTUDY_STORAGE", "./normstudy-results")) / name_or_path]
+    candidates = [
+        path,
+        Path(storage or os.environ.get("NORMSTUDY_STORAGE", "./normstudy-results")) / name_or_path,
+    ]
     for candidate in candidates:
         if (candidate / SPEC_FILE).is_file():
             return candidate.resolve()
@@ -141,7 +144,9 @@ def trainable_with_resources(spec: StudySpec):
 
     from studies.trainable import tune_trainable
 
-    return tune.with_resources(tune_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    return tune.with_resources(
+        tune_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    )
 
 
 def callbacks(spec: StudySpec, total: int) -> list:
@@ -173,7 +178,9 @@ def run_study(spec: StudySpec, address: str | None = None, overwrite: bool = Fal
 
     folder = study_dir(spec)
     if folder.exists():
-        if not overwrite:
+        if overwrite:
+            StudyTracker(spec, tracking_uri(spec)).forget_study()
+        else:
             raise SpecError([("name", f"study {spec.name!r} already exists in {folder}; resume it "
                                       f"with `normstudy resume {spec.name}`, or pass --overwrite, "
                                       "or choose another name with --set name=...")])  # fmt: skip
@@ -195,6 +202,7 @@ def run_study(spec: StudySpec, address: str | None = None, overwrite: bool = Fal
             num_samples=1 if spec.search.name == "grid" else spec.search.num_samples,
             max_concurrent_trials=spec.max_concurrent,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=spec.name,
@@ -231,6 +239,12 @@ def _fit(tuner, spec: StudySpec, folder: Path) -> StudyOutcome:
     grid = tuner.fit()
     counts: dict[str, int] = {}
     for result in grid:
-        state = "errored" if result.error else "diverged" if (result.metrics or {}).get("diverged") else "finished"
+        state = (
+            "errored"
+            if result.error
+            else "diverged"
+            if (result.metrics or {}).get("diverged")
+            else "finished"
+        )
         counts[state] = counts.get(state, 0) + 1
     return StudyOutcome(spec, folder, counts, tracking_uri(spec), time.time() - started)

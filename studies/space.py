@@ -192,14 +192,20 @@ def check_study(spec: StudySpec) -> list[tuple[str, str]]:
     for path, domain in spec.sweep.items():
         where = f"sweep.{path}"
         if path == "seed" or path.split(".")[0] not in base:
-            problems.append((where, f"no such path in the trial config; sections: {', '.join(base)}"))
+            problems.append(
+                (where, f"no such path in the trial config; sections: {', '.join(base)}")
+            )
             continue
         if not _path_exists(base, path):
-            problems.append((where, f"no such path in the trial config (section {path.split('.')[0]!r})"))
+            problems.append(
+                (where, f"no such path in the trial config (section {path.split('.')[0]!r})")
+            )
             continue
         if spec.search.name == "grid" and not isinstance(domain, FINITE):
             kind = next(iter(domain.model_dump()))
-            problems.append((where, f"'{kind}' needs search 'random' or 'optuna' (grid takes grid/choice)"))
+            problems.append(
+                (where, f"'{kind}' needs search 'random' or 'optuna' (grid takes grid/choice)")
+            )
         if isinstance(domain, (UniformDomain, LogUniformDomain, RandIntDomain)):
             low, high = domain_endpoints(domain)
             if not low < high:
@@ -226,7 +232,9 @@ def check_study(spec: StudySpec) -> list[tuple[str, str]]:
                 problems.append(("baseline", f"matches no arm; arms: {labels}"))
             elif len(hits) > 1:
                 labels = "; ".join(arm_label(v) for v in hits)
-                problems.append(("baseline", f"matches {len(hits)} arms ({labels}); it must pick one"))
+                problems.append(
+                    ("baseline", f"matches {len(hits)} arms ({labels}); it must pick one")
+                )
 
     configs = [resolved_config(spec, v) for v in arms(spec)] if is_finite(spec) else [base]
     seen: set[str] = set()

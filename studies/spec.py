@@ -402,7 +402,9 @@ def parse_spec(data: dict[str, Any]) -> StudySpec:
     return spec
 
 
-def load_spec(spec: str | Path, overrides: list[str] | None = None, smoke: bool = False) -> StudySpec:
+def load_spec(
+    spec: str | Path, overrides: list[str] | None = None, smoke: bool = False
+) -> StudySpec:
     """Read, override, shrink (``smoke``) and validate a spec."""
     data = read_yaml(resolve_spec_path(spec))
     data = apply_overrides(data, overrides or [])

@@ -100,6 +100,17 @@ class StudyTracker:
         self._load_trial_runs()
         return self.parent_id
 
+    def forget_study(self) -> int:
+        """Delete this study's runs (``--overwrite``); returns how many were deleted."""
+        experiment = self.client.get_experiment_by_name(self.spec.experiment_name)
+        if experiment is None:
+            return 0
+        self.experiment_id = experiment.experiment_id
+        runs = self._search(f"tags.`{STUDY}` = '{self.spec.name}'")
+        for run in runs:
+            self.client.delete_run(run.info.run_id)
+        return len(runs)
+
     def _search(self, filter_string: str):
         runs, token = [], None
         while True:

@@ -400,3 +400,13 @@ def test_end_to_end_results_equal_mlflow(ray_study, capsys):
     names = sorted(a.path for a in client.list_artifacts(parent, "comparison"))
     assert names == ["comparison/comparison.csv", "comparison/learning_curves.png",
                      "comparison/paired.png", "comparison/report.md"]  # fmt: skip
+
+
+def test_compare_after_run_only_warns(spec, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from studies.compare import compare_after_run
+
+    compare_after_run(SimpleNamespace(spec=spec, folder=tmp_path / "gone"))  # must not raise
+    err = capsys.readouterr().err
+    assert "warning: the comparison failed" in err and "normstudy compare" in err

@@ -44,8 +44,14 @@ def small(tmp_path, *overrides):
 
 
 def test_grid_study_tracks_every_trial_and_survives_divergence(tmp_path, ray_local):
-    spec = small(tmp_path, "name=grid4", "enorm.c=0", "sweep={optimizer.lr: {grid: [0.1, 1.0e+6]}}",
-                 "seeds=[1, 2]", "baseline={optimizer.lr: 0.1}")
+    spec = small(
+        tmp_path,
+        "name=grid4",
+        "enorm.c=0",
+        "sweep={optimizer.lr: {grid: [0.1, 1.0e+6]}}",
+        "seeds=[1, 2]",
+        "baseline={optimizer.lr: 0.1}",
+    )
     outcome = run_study(spec)
     assert outcome.counts == {"finished": 2, "diverged": 2}
     client, parents, children = runs_of(tmp_path, "grid4")
@@ -66,11 +72,17 @@ def test_grid_study_tracks_every_trial_and_survives_divergence(tmp_path, ray_loc
 
 
 def test_optuna_search_with_asha(tmp_path, ray_local):
-    spec = small(tmp_path, "name=optuna4", "enorm.c=1.0", "train.epochs=3",
-                 "sweep={optimizer.lr: {loguniform: [0.01, 0.3]}, enorm.c: {choice: [0, 1.2]}}",
-                 "search={name: optuna, num_samples: 4}",
-                 "scheduler={name: asha, grace_period: 1, reduction_factor: 2}",
-                 "baseline=null", "max_concurrent=2")
+    spec = small(
+        tmp_path,
+        "name=optuna4",
+        "enorm.c=1.0",
+        "train.epochs=3",
+        "sweep={optimizer.lr: {loguniform: [0.01, 0.3]}, enorm.c: {choice: [0, 1.2]}}",
+        "search={name: optuna, num_samples: 4}",
+        "scheduler={name: asha, grace_period: 1, reduction_factor: 2}",
+        "baseline=null",
+        "max_concurrent=2",
+    )
     outcome = run_study(spec)
     assert sum(outcome.counts.values()) == 4 and "errored" not in outcome.counts
     _, parents, children = runs_of(tmp_path, "optuna4")
@@ -91,10 +103,25 @@ def _result_lines(folder: Path):
 def test_sigkilled_driver_resumes_without_losing_or_duplicating(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cli = [sys.executable, "-m", "studies.cli"]
-    args = ["--storage", str(tmp_path), "--set", "name=killme", "--set", "train.epochs=4",
-            "--set", "seeds=[1, 2, 3]", "--set", "sweep.enorm.c={grid: [0, 1.2]}"]
-    driver = subprocess.Popen([*cli, "run", "quickstart", *args], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "--storage",
+        str(tmp_path),
+        "--set",
+        "name=killme",
+        "--set",
+        "train.epochs=4",
+        "--set",
+        "seeds=[1, 2, 3]",
+        "--set",
+        "sweep.enorm.c={grid: [0, 1.2]}",
+    ]
+    driver = subprocess.Popen(
+        [*cli, "run", "quickstart", *args],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     folder = tmp_path / "killme"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -114,14 +141,21 @@ def test_sigkilled_driver_resumes_without_losing_or_duplicating(tmp_path):
     except ProcessLookupError:
         pass
 
-    resumed = subprocess.run([*cli, "resume", "killme", "--storage", str(tmp_path)], env=env,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [*cli, "resume", "killme", "--storage", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     after = _result_lines(folder)
     assert len(after) == 6 and all(v[-1]["epoch"] == 4 for v in after.values())
     for trial, lines in finished_before.items():  # finished trials untouched
         assert after[trial] == lines
-    restored = [v for v in after.values() if any(x["iterations_since_restore"] < x["epoch"] for x in v)]
+    restored = [
+        v for v in after.values() if any(x["iterations_since_restore"] < x["epoch"] for x in v)
+    ]
     assert restored, "no trial continued from its checkpoint"
     for lines in after.values():  # each epoch reported once after its checkpoint
         epochs = [x["epoch"] for x in lines]

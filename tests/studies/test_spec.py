@@ -45,24 +45,47 @@ MALFORMED = [
     ({"resources__gpu": -1}, "resources.gpu", "greater than or equal to 0"),
     ({"sweep": {"enorm.q": {"grid": [1, 2]}}}, "sweep.enorm.q", "no such path"),
     ({"sweep": {"enorm.c": {"grid": [0, -2]}}}, "sweep.enorm.c", "value -2 is invalid"),
-    ({"sweep": {"enorm.c": {"uniform": [0, 2]}}}, "sweep.enorm.c", "needs search 'random' or 'optuna'"),
-    ({"sweep": {"optimizer.lr": {"loguniform": [0.1, 0.01]}}, "search": {"name": "random"}},
-     "sweep.optimizer.lr", "low < high"),
+    (
+        {"sweep": {"enorm.c": {"uniform": [0, 2]}}},
+        "sweep.enorm.c",
+        "needs search 'random' or 'optuna'",
+    ),
+    (
+        {"sweep": {"optimizer.lr": {"loguniform": [0.1, 0.01]}}, "search": {"name": "random"}},
+        "sweep.optimizer.lr",
+        "low < high",
+    ),
     ({"sweep": {"enorm.c": {"linspace": [0, 1]}}}, "sweep", "enorm.c: give exactly one of grid"),
     ({"baseline": {"enorm.c": 3}}, "baseline", "matches no arm"),
     ({"baseline": {"enorm.x": 0}}, "baseline.enorm.x", "no such path"),
     ({"name": "has space"}, "name", "pattern"),
-    ({"optimizer": {"name": "adamg", "lr": 0.01, "lrg": 0.1}}, "sweep.enorm.c",
-     "value 1.0 is invalid: enorm needs optimizer 'sgd'"),
-    ({"bn": {"c": 100}, "optimizer": {"name": "alig"}, "enorm": None, "sweep": {}, "baseline": None},
-     "", "bn.c (BN-scale lr divisor) needs optimizer 'sgd'"),
-    ({"dataset": {"name": "cifar10", "root": "/nonexistent/data"}}, "dataset.root",
-     "does not exist"),
+    (
+        {"optimizer": {"name": "adamg", "lr": 0.01, "lrg": 0.1}},
+        "sweep.enorm.c",
+        "value 1.0 is invalid: enorm needs optimizer 'sgd'",
+    ),
+    (
+        {
+            "bn": {"c": 100},
+            "optimizer": {"name": "alig"},
+            "enorm": None,
+            "sweep": {},
+            "baseline": None,
+        },
+        "",
+        "bn.c (BN-scale lr divisor) needs optimizer 'sgd'",
+    ),
+    (
+        {"dataset": {"name": "cifar10", "root": "/nonexistent/data"}},
+        "dataset.root",
+        "does not exist",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("changes", "path", "message"), MALFORMED,
-                         ids=[m[1] or m[2] for m in MALFORMED])
+@pytest.mark.parametrize(
+    ("changes", "path", "message"), MALFORMED, ids=[m[1] or m[2] for m in MALFORMED]
+)
 def test_malformed_spec_names_the_field(changes, path, message):
     with pytest.raises(SpecError) as info:
         parse_spec(spec_with(**changes))
@@ -79,17 +102,23 @@ def test_quickstart_arms_seeds_and_baseline():
 
 
 def test_overrides_parse_yaml_values():
-    spec = load_spec("quickstart", ["train.epochs=3", "seeds=[7, 8]", "sweep.enorm.c={grid: [0, 2]}"])
+    spec = load_spec(
+        "quickstart", ["train.epochs=3", "seeds=[7, 8]", "sweep.enorm.c={grid: [0, 2]}"]
+    )
     assert spec.train.epochs == 3 and spec.seeds == [7, 8]
     assert spec.sweep["enorm.c"].grid == [0, 2]
 
 
 def test_section_sweep_over_optimizers():
-    spec = load_spec("quickstart", [
-        "enorm.c=0", "sweep={}",
-        "sweep.optimizer={grid: [{name: sgd, lr: 0.1}, {name: sgdg, lr: 0.01, lrg: 0.2}]}",
-        "baseline={optimizer: {name: sgd}}",
-    ])
+    spec = load_spec(
+        "quickstart",
+        [
+            "enorm.c=0",
+            "sweep={}",
+            "sweep.optimizer={grid: [{name: sgd, lr: 0.1}, {name: sgdg, lr: 0.01, lrg: 0.2}]}",
+            "baseline={optimizer: {name: sgd}}",
+        ],
+    )
     labels = [a["optimizer"]["name"] for a in arms(spec)]
     assert labels == ["sgd", "sgdg"]
 

@@ -43,7 +43,10 @@ RECIPES = {
     "sgd+enorm": ["enorm.c=1.2"],
     "sgd+bninit": ["bn={bn_weight: 0.5, c: 10, input_norm: bn}"],
     "sgdg": ["optimizer={name: sgdg, lr: 0.05, lrg: 0.2}", "model={name: fully_convolutional}"],
-    "adamg": ["optimizer={name: adamg, lr: 0.01, lrg: 0.05}", "model={name: wide_resnet, depth: 10, width: 1}"],
+    "adamg": [
+        "optimizer={name: adamg, lr: 0.01, lrg: 0.05}",
+        "model={name: wide_resnet, depth: 10, width: 1}",
+    ],
     "alig": ["optimizer={name: alig, max_lr: 0.1, momentum: 0.9, max_norm: 50}"],
     "odenet": ["model={name: odenet4, inplanes: 16, steps: 2, solver: rk2}"],
 }
@@ -64,13 +67,17 @@ def test_each_recipe_learns(name):
     if name == "odenet":
         assert last["nfe"] == 4  # rk2, 2 steps
     if name == "sgd+bninit":
-        assert recorder.states[-1]["model"]["0.weight"].mean().item() == pytest.approx(0.29, rel=0.02)  # 0.58 * bn_weight, trained at lr / c
+        assert recorder.states[-1]["model"]["0.weight"].mean().item() == pytest.approx(
+            0.29, rel=0.02
+        )  # 0.58 * bn_weight, trained at lr / c
 
 
 def test_enorm_balances_the_trained_network():
     recorder = Recorder()
     run_trial(config("enorm.c=1.0", "optimizer.momentum=0", "optimizer.weight_decay=0"), recorder)
-    weights = [w for k, w in recorder.states[-1]["model"].items() if k.endswith("weight") and w.dim() == 2]
+    weights = [
+        w for k, w in recorder.states[-1]["model"].items() if k.endswith("weight") and w.dim() == 2
+    ]
     # after the last ENorm cycle, hidden unit i of layer 1 satisfies r_i = c * l_i
     l_in = weights[0].norm(dim=1)
     r_out = weights[1].norm(dim=0)
