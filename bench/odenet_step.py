@@ -5,7 +5,9 @@ ODENet4 with 16 planes (BN everywhere, the defaults), a batch of 128 images of
 and with activation checkpointing.
 
 Time: median wall-clock seconds of forward+backward over ``--repeats`` runs
-after one warm-up run, all configurations in this process.
+after one warm-up run, all configurations in this process, and the median
+CPU seconds of the process over the same runs (all threads; less sensitive
+than wall time to other processes sharing the cores).
 
 Memory: each configuration runs in a fresh subprocess. On CPU the peak is the
 growth of the process's resident-set high-water mark (VmHWM in
@@ -72,16 +74,19 @@ def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> 
         torch.cuda.synchronize()
 
 
-def step_seconds(solver: str, checkpoint: bool, device: torch.device, repeats: int) -> float:
+def step_seconds(solver: str, checkpoint: bool, device: torch.device,
+                 repeats: int) -> tuple[float, float]:
+    """Median (wall, CPU) seconds of one forward+backward."""
     model = build(solver, checkpoint, device)
     images, labels = batch(BATCH, device)
     train_step(model, images, labels)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall_start, cpu_start = time.perf_counter(), time.process_time()
         train_step(model, images, labels)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - wall_start)
+        cpu.append(time.process_time() - cpu_start)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def resident_high_water_kib() -> int:
@@ -134,20 +139,23 @@ def main() -> None:
     rows = []
     for solver in SOLVERS:
         for checkpoint in (False, True):
+            wall, cpu = step_seconds(solver, checkpoint, device, args.repeats)
             rows.append({
                 "config": f"{solver}-{STEPS}",
                 "checkpoint": checkpoint,
                 "nfe": STEPS * {"euler": 1, "rk2": 2, "rk4": 4}[solver],
-                "step_s": step_seconds(solver, checkpoint, device, args.repeats),
+                "step_s": wall,
+                "cpu_s": cpu,
                 "peak_mib": measure_memory_in_subprocess(solver, checkpoint, args.device,
                                                          args.threads),
             })
     print(f"odenet4, {PLANES} planes, batch {BATCH}x3x32x32, forward+backward, "
           f"{args.device}, {args.threads} threads, median of {args.repeats}")
-    print(f"{'config':<9} {'checkpoint':>10} {'nfe':>4} {'step s':>8} {'peak MiB':>9}")
+    print(f"{'config':<9} {'checkpoint':>10} {'nfe':>4} {'step s':>8} {'cpu s':>8} "
+          f"{'peak MiB':>9}")
     for row in rows:
         print(f"{row['config']:<9} {str(row['checkpoint']):>10} {row['nfe']:>4} "
-              f"{row['step_s']:>8.3f} {row['peak_mib']:>9.1f}")
+              f"{row['step_s']:>8.3f} {row['cpu_s']:>8.3f} {row['peak_mib']:>9.1f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     meta = {"arch": "odenet4", "inplanes": PLANES, "batch": BATCH, "device": args.device,
             "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__,

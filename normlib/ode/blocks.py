@@ -90,11 +90,10 @@ def make_activation(kind: str) -> nn.Module:
     return nn.ReLU() if kind == "relu" else nn.Identity()
 
 
-def conv3x3(in_channels: int, out_channels: int, stride: int = 1, norm: str = "bn",
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = False,
             param_norm: str = "none") -> nn.Module:
-    """3x3 convolution, padding 1, biased only when no output norm follows it."""
-    conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1,
-                     bias=norm == "none")
+    """3x3 convolution with padding 1, its weight reparametrized by ``param_norm``."""
+    conv = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
     return apply_param_norm(conv, param_norm)
 
 
@@ -104,9 +103,10 @@ class ODEFunc(nn.Module):
     def __init__(self, channels: int, norm: str = "bn", param_norm: str = "none",
                  activation: str = "relu"):
         super().__init__()
-        self.conv1 = conv3x3(channels, channels, norm=norm, param_norm=param_norm)
+        bias = norm == "none"
+        self.conv1 = conv3x3(channels, channels, bias=bias, param_norm=param_norm)
         self.norm1 = make_norm(norm, channels)
-        self.conv2 = conv3x3(channels, channels, norm=norm, param_norm=param_norm)
+        self.conv2 = conv3x3(channels, channels, bias=bias, param_norm=param_norm)
         self.norm2 = make_norm(norm, channels)
         self.act = make_activation(activation)
 
@@ -121,15 +121,15 @@ class BasicBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "bn",
                  param_norm: str = "none", activation: str = "relu"):
         super().__init__()
-        self.conv1 = conv3x3(in_channels, out_channels, stride, norm, param_norm)
+        bias = norm == "none"
+        self.conv1 = conv3x3(in_channels, out_channels, stride, bias, param_norm)
         self.norm1 = make_norm(norm, out_channels)
-        self.conv2 = conv3x3(out_channels, out_channels, 1, norm, param_norm)
+        self.conv2 = conv3x3(out_channels, out_channels, 1, bias, param_norm)
         self.norm2 = make_norm(norm, out_channels)
         self.act = make_activation(activation)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
-            projection = nn.Conv2d(in_channels, out_channels, 1, stride=stride,
-                                   bias=norm == "none")
+            projection = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=bias)
             self.shortcut = nn.Sequential(
                 apply_param_norm(projection, param_norm), make_norm(norm, out_channels)
             )

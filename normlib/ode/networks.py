@@ -131,7 +131,7 @@ def odenet(
     check_solver(solver, steps, checkpoint)
 
     stem = nn.Sequential(
-        conv3x3(in_channels, inplanes, norm=norm_stem, param_norm=param_norm_stem),
+        conv3x3(in_channels, inplanes, bias=norm_stem == "none", param_norm=param_norm_stem),
         make_norm(norm_stem, inplanes),
         make_activation(act_stem),
     )

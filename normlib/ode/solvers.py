@@ -131,8 +131,8 @@ def _rk_step(func: VectorField, tableau: ButcherTableau, t: Tensor, z: Tensor, h
             if a_ij != 0.0:
                 z_i = z_i + (h * a_ij) * k_j
         slopes.append(func(t + c_i * h, z_i))
-    increment = sum(b_i * k_i for b_i, k_i in zip(tableau.b, slopes, strict=True) if b_i != 0.0)
-    return z + h * increment
+    weighted = [b_i * k_i for b_i, k_i in zip(tableau.b, slopes, strict=True) if b_i != 0.0]
+    return z + h * sum(weighted[1:], weighted[0])
 
 
 def _materialize_parametrizations(func: VectorField) -> None:

@@ -77,7 +77,7 @@ def exp_map(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     Written y cos|m| + m sinc(|m|) with sinc(x) = sin(x)/x = 1 at 0: no division.
     """
     norm = row_norms(m)
-    return torch.addcmul(y * torch.cos(norm), m, torch.sinc(norm / math.pi))
+    return (y * torch.cos(norm)).addcmul_(m, torch.sinc(norm / math.pi))
 
 
 def transport_own(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ def transport_own(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     which needs no division and is 0 for m = 0. The result is tangent at exp_y(m).
     """
     norm = row_norms(m)
-    return torch.addcmul(m * torch.cos(norm), y, norm * torch.sin(norm), value=-1)
+    return (m * torch.cos(norm)).addcmul_(y, norm * torch.sin(norm), value=-1)
 
 
 def transport(y: torch.Tensor, direction: torch.Tensor, m: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,11 @@ from normlib.riemannian.manifold import (
 __all__ = ["SGDG", "AdamG"]
 
 
+def _rows_view(buffer: torch.Tensor) -> torch.Tensor:
+    """The ``(rows, n)`` view of a state buffer (a view, so in-place updates reach it)."""
+    return buffer.view(buffer.shape[0], -1)
+
+
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -181,7 +186,7 @@ class SGDG(_SphereOptimizer):
         super().__init__(params, defaults)
 
     def _move(self, y, h, state, group):
-        m = as_rows(state["momentum_buffer"])
+        m = _rows_view(state["momentum_buffer"])
         m.mul_(group["momentum"]).sub_(h, alpha=group["lr"])
         y_new = exp_map(y, m)
         m.copy_(transport_own(y, m))
@@ -247,7 +252,7 @@ class AdamG(_SphereOptimizer):
         b1, b2 = group["momentum"], group["beta2"]
         state["step"] += 1
         t = state["step"]
-        m, v = as_rows(state["momentum_buffer"]), state["row_sq_avg"]
+        m, v = _rows_view(state["momentum_buffer"]), state["row_sq_avg"]
         m.mul_(b1).add_(h, alpha=1 - b1)
         v.mul_(b2).add_(row_norms(h).square(), alpha=1 - b2)
         alpha = math.sqrt(1 - b2**t) / (1 - b1**t)

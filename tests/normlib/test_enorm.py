@@ -577,24 +577,27 @@ def test_project_models_chain_and_balance():
     torch.manual_seed(0)
     fc = FullyConnected(in_features=12, num_classes=3, n_layers=3, width=8)
     enorm = ENorm(fc.named_parameters(), c=1.2)
-    assert enorm.balanced_pairs == [("fc1.weight", "fc2.weight"), ("fc2.weight", "fc3.weight")]
-    bn = {k: v.clone() for k, v in fc.state_dict().items() if k.startswith("bn")}
-    classifier = fc.classifier.weight.detach().clone()
+    assert enorm.balanced_pairs == [
+        ("layers.fc1.weight", "layers.fc2.weight"),
+        ("layers.fc2.weight", "layers.fc3.weight"),
+    ]
+    bn = {k: v.clone() for k, v in fc.state_dict().items() if k.startswith("layers.bn")}
+    classifier = fc.layers.classifier.weight.detach().clone()
     for _ in range(200):
         enorm.step()
     assert all(torch.equal(v, fc.state_dict()[k]) for k, v in bn.items())
-    assert torch.equal(fc.classifier.weight.detach(), classifier)
-    for a, b in ((fc.fc1, fc.fc2), (fc.fc2, fc.fc3)):
+    assert torch.equal(fc.layers.classifier.weight.detach(), classifier)
+    for a, b in ((fc.layers.fc1, fc.layers.fc2), (fc.layers.fc2, fc.layers.fc3)):
         l, r = unit_norms(a.weight.detach(), b.weight.detach())
         assert rel(r, 1.2 * l) < 1e-5  # float32 model
 
     conv = FullyConvolutional(in_channels=3, num_classes=10).double().eval()
     x = torch.randn(2, 3, 8, 8, dtype=F64)
     enorm = ENorm(conv.named_parameters(), c=1.0, balance_last=True)
-    assert [p[0] for p in enorm.balanced_pairs] == [f"conv{i}.weight" for i in range(1, 9)]
+    assert [p[0] for p in enorm.balanced_pairs] == [f"layers.conv{i}.weight" for i in range(1, 9)]
     # BN (eval mode, affine per channel) sits before conv3/conv6's ReLU: the
     # function changes there, as in the reference; conv weights still move.
-    w1 = conv.conv1.weight.detach().clone()
+    w1 = conv.layers.conv1.weight.detach().clone()
     enorm.step()
-    assert rel(conv.conv1.weight.detach(), w1) > 1e-3
+    assert rel(conv.layers.conv1.weight.detach(), w1) > 1e-3
     assert torch.isfinite(conv(x)).all()

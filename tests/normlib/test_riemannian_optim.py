@@ -435,3 +435,20 @@ def test_grassmann_param_groups_rejects_bad_values_before_touching_weights(kwarg
     with pytest.raises(ValueError, match=field):
         grassmann_param_groups(net, **args)
     assert torch.equal(net.conv1.weight, before)
+
+
+@pytest.mark.parametrize("cls", [SGDG, AdamG])
+def test_channels_last_weight_follows_the_same_path(cls):
+    gen = torch.Generator().manual_seed(4)
+    start = torch.randn(4, 3, 3, 3, dtype=D, generator=gen)
+    grads = [torch.randn(4, 3, 3, 3, dtype=D, generator=gen) for _ in range(3)]
+    results = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        w = start.clone().to(memory_format=fmt).requires_grad_()
+        opt = cls([w], lr=0.1, momentum=0.9, grassmann=True, omega=0.1)
+        for g in grads:
+            w.grad = g.clone().to(memory_format=fmt)
+            opt.step()
+        results.append(w.detach().contiguous())
+    assert torch.equal(results[0], results[1])
+    assert (results[0] - start).abs().max() > 1e-2
