@@ -4,7 +4,7 @@ Only ``optimizer.step()`` is timed; gradients are pre-filled with random
 values once. Median over ``--steps`` steps after ``--warmup`` steps, the
 optimizers timed in turn (round robin) so load drift hits them all alike.
 
-    python bench/optimizer_step.py [--steps 20] [--warmup 5] [--threads 2] [--device cpu]
+    python bench/optimizer_step.py [--steps 30] [--warmup 5] [--threads 1] [--device cpu]
 
 Prints a table and writes bench/results/optimizer_step.json.
 """
@@ -80,9 +80,9 @@ def _time_round_robin(steppers, steps: int, warmup: int, device: torch.device):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
