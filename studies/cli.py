@@ -166,18 +166,21 @@ def report(outcome) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from studies.costs import gpu_hours
     from studies.runner import expected_trials
     from studies.spec import resolve_spec_path
 
-    print("Catalog studies (normstudy run NAME):")
+    print("Catalog studies (normstudy run NAME; GPU-h: estimated H100 hours, studies/costs.py):")
+    print(f"  {'study':<28} {'trials':>6} {'GPU-h':>7}  description")
     for name in catalog_names():
         data = read_yaml(resolve_spec_path(name))
         description = " ".join(str(data.get("description", "")).split())
         try:
-            trials = expected_trials(load_spec(name))
+            spec = load_spec(name)
+            trials, hours = str(expected_trials(spec)), f"{gpu_hours(spec):.1f}"
         except SpecError:
-            trials = "?"
-        print(f"  {name:<28} {trials!s:>5} trials  {description[:90]}")
+            trials, hours = "?", "?"
+        print(f"  {name:<28} {trials:>6} {hours:>7}  {description[:80]}")
     storage = Path(args.storage)
     studies = sorted(p.parent for p in storage.glob("*/study.yaml")) if storage.is_dir() else []
     print(f"\nStudies in {storage}:" if studies else f"\nNo studies in {storage} yet.")
