@@ -279,15 +279,6 @@ def test_list_shows_trials_and_gpu_hours_for_every_study(capsys, tmp_path):
 # Every study end to end with --smoke: real Ray, real MLflow, a comparison
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def trial_runs(storage: Path, experiment: str):
     from mlflow import MlflowClient
 

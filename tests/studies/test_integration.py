@@ -19,15 +19,6 @@ from studies.tracking import default_tracking_uri
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def runs_of(storage: Path, experiment: str):
     client = MlflowClient(default_tracking_uri(storage))
     exp = client.get_experiment_by_name(experiment)
