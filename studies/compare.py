@@ -38,9 +38,12 @@ from studies.space import (
     arm_label,
     arm_of,
     arms,
+    has_arms,
     is_baseline,
     is_finite,
     matches,
+    resolve_arm,
+    swept_paths,
     with_values,
 )
 from studies.spec import METRICS, TRIAL_SECTIONS, SpecError, StudySpec, dump_spec
@@ -94,6 +97,7 @@ def _status(history: dict[str, dict[int, float]], epochs: int) -> str:
 def _make_trial(
     trial_id: str, config: dict[str, Any], history: dict[str, dict[int, float]], spec: StudySpec
 ) -> Trial:
+    config = resolve_arm(config)
     trial_config = {k: config[k] for k in (*TRIAL_SECTIONS, "seed") if k in config}
     try:
         values = arm_of(trial_config, spec)
@@ -103,7 +107,7 @@ def _make_trial(
     history = {key: dict(sorted(h.items())) for key, h in sorted(history.items()) if h}
     return Trial(
         trial_id=str(trial_id),
-        arm=arm_label(values) if spec.sweep else "default",
+        arm=arm_label(values) if has_arms(spec) else "default",
         arm_values=values,
         seed=int(seed) if seed is not None else None,
         baseline=is_baseline(trial_config, spec),
@@ -368,7 +372,7 @@ def _arm_order(spec: StudySpec, trials: list[Trial]) -> tuple[list[str], dict[st
     a grid value 0 finds trials that recorded 0.0."""
     order: list[str] = []
     without_trials: dict[str, dict[str, Any]] = {}
-    if is_finite(spec) and spec.sweep:
+    if is_finite(spec) and has_arms(spec):
         for wanted in arms(spec):
             found = [t.arm for t in trials if _same_arm(t.arm_values, wanted)]
             label = found[0] if found else arm_label(wanted)
@@ -384,7 +388,7 @@ def _arm_order(spec: StudySpec, trials: list[Trial]) -> tuple[list[str], dict[st
 
 def _spec_baseline_label(spec: StudySpec) -> str:
     """The baseline arm's label from the spec alone (when no baseline trial exists yet)."""
-    if is_finite(spec) and spec.sweep:
+    if is_finite(spec) and has_arms(spec):
         for values in arms(spec):
             if is_baseline(with_values(spec.trial_config(), values), spec):
                 return arm_label(values)
@@ -682,7 +686,7 @@ def _csv_value(value: Any) -> Any:
 def to_csv(comparison: Comparison) -> str:
     """One row per arm: the parameters (one column per swept path), every statistic in the
     metric's own units (accuracies as fractions), and the settings of the comparison."""
-    paths = list(comparison.spec.sweep)
+    paths = swept_paths(comparison.spec)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["arm", *paths, *CSV_COLUMNS[1:], "metric", "select", "alternative",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studies.space import FINITE, domain_values, set_path, with_values
+from studies.space import FINITE, domain_values, explicit_arms, set_path, with_values
 from studies.spec import (
     GridDomain,
     LogUniformDomain,
@@ -86,6 +86,8 @@ def param_space(spec: StudySpec) -> dict[str, Any]:
     space = with_values(spec.trial_config(), {})
     for path, domain in spec.sweep.items():
         set_path(space, path, tune_domain(domain, spec.search.name))
+    if spec.arms:  # applied by resolve_arm in the trial
+        space["arm"] = tune.grid_search(explicit_arms(spec))
     space["seed"] = spec.seeds[0] if spec.search.name == "optuna" else tune.grid_search(spec.seeds)
     return space
 
@@ -113,10 +115,11 @@ def trial_scheduler(spec: StudySpec):
 
 
 def expected_trials(spec: StudySpec) -> int:
-    """Trials the study will run: arms x seeds (grid), grid x samples x seeds (random)."""
+    """Trials the study will run: arms x grid x seeds (grid search), arms x grid x samples x
+    seeds (random search), proposals (Optuna)."""
     if spec.search.name == "optuna":
         return spec.search.num_samples
-    grid = 1
+    grid = max(1, len(spec.arms))
     for domain in spec.sweep.values():
         if isinstance(domain, GridDomain) or spec.search.name == "grid":
             grid *= len(domain_values(domain))

@@ -56,6 +56,6 @@ def shrink(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _flat(baseline: dict[str, Any]) -> dict[str, Any]:
-    from studies.space import flatten_baseline
+    from studies.space import flatten_assignment
 
-    return flatten_baseline(baseline)
+    return flatten_assignment(baseline)

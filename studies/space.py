@@ -3,9 +3,14 @@
 A *path* such as ``enorm.c`` or ``model.steps`` names one value of the trial
 config; a path may also name a whole section (``optimizer``) whose grid
 values are mappings, which is how a study compares different optimizers.
-An *arm* is one assignment of every swept path (the seed excluded); trials
-of the same arm differ only by seed, and the comparison stage pairs them by
-seed with the baseline arm.
+Explicit ``arms`` (a list of assignments, each possibly touching several
+sections, e.g. ALI-G with a constant schedule vs SGD with a step schedule)
+are crossed with the sweep. An *arm* is one assignment of every swept path
+(the seed excluded); trials of the same arm differ only by seed, and the
+comparison stage pairs them by seed with the baseline arm.
+
+In a Ray Tune config, the explicit arm rides under the key ``arm`` until
+:func:`resolve_arm` applies it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from studies.spec import (
 )
 
 FINITE = (GridDomain, ChoiceDomain)
+CONFIRM_BASE = "confirm.baseline"
 
 
 def get_path(config: dict[str, Any], path: str) -> Any:
@@ -86,13 +92,38 @@ def is_finite(spec: StudySpec) -> bool:
     return all(isinstance(domain, FINITE) for domain in spec.sweep.values())
 
 
+def explicit_arms(spec: StudySpec) -> list[dict[str, Any]]:
+    """The spec's explicit arms as ``path: value`` assignments."""
+    return [flatten_assignment(arm) for arm in spec.arms]
+
+
+def has_arms(spec: StudySpec) -> bool:
+    """Whether trials differ by more than their seed."""
+    return bool(spec.arms or spec.sweep)
+
+
+def swept_paths(spec: StudySpec) -> list[str]:
+    """Every path an arm may set: the explicit arms' paths, then the sweep's."""
+    paths = [path for arm in explicit_arms(spec) for path in arm]
+    return list(dict.fromkeys([*paths, *spec.sweep]))
+
+
 def arms(spec: StudySpec) -> list[dict[str, Any]]:
-    """Every assignment of the finite sweep (cartesian product, spec order)."""
+    """Every assignment: explicit arms x the finite sweep (cartesian product, spec order)."""
     if not is_finite(spec):
         raise ValueError("arms can be enumerated only for grid/choice sweeps")
     paths = list(spec.sweep)
     grids = [domain_values(spec.sweep[path]) for path in paths]
-    return [dict(zip(paths, combo, strict=True)) for combo in itertools.product(*grids)]
+    combos = [dict(zip(paths, combo, strict=True)) for combo in itertools.product(*grids)]
+    return [{**arm, **combo} for arm in explicit_arms(spec) or [{}] for combo in combos]
+
+
+def resolve_arm(config: dict[str, Any]) -> dict[str, Any]:
+    """A Ray Tune config with its explicit arm (key ``arm``) applied to the sections."""
+    if "arm" not in config:
+        return config
+    rest = {key: value for key, value in config.items() if key != "arm"}
+    return with_values(rest, config["arm"])
 
 
 def arm_label(values: dict[str, Any]) -> str:
@@ -112,8 +143,27 @@ def arm_label(values: dict[str, Any]) -> str:
 
 
 def arm_of(trial_config: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
-    """The swept values of a resolved trial config (its arm)."""
-    return {path: get_path(trial_config, path) for path in spec.sweep}
+    """The arm of a resolved trial config: the explicit arm it matches (first in spec
+    order), then its values at the swept paths."""
+    values: dict[str, Any] = {}
+    for arm in explicit_arms(spec):
+        if _assigns(trial_config, arm):
+            values.update(arm)
+            break
+    values.update({path: get_path(trial_config, path) for path in spec.sweep})
+    return values
+
+
+def _assigns(trial_config: dict[str, Any], assignment: dict[str, Any]) -> bool:
+    """Every ``path: value`` of the assignment holds in the config."""
+    for path, wanted in assignment.items():
+        try:
+            value = get_path(trial_config, path)
+        except KeyError:
+            return False
+        if not matches(value, wanted):
+            return False
+    return True
 
 
 def matches(value: Any, wanted: Any) -> bool:
@@ -128,20 +178,13 @@ def matches(value: Any, wanted: Any) -> bool:
 def is_baseline(trial_config: dict[str, Any], spec: StudySpec) -> bool:
     if spec.baseline is None:
         return False
-    for path, wanted in flatten_baseline(spec.baseline).items():
-        try:
-            value = get_path(trial_config, path)
-        except KeyError:
-            return False
-        if not matches(value, wanted):
-            return False
-    return True
+    return _assigns(trial_config, flatten_assignment(spec.baseline))
 
 
-def flatten_baseline(baseline: dict[str, Any]) -> dict[str, Any]:
-    """Baselines may be nested or dotted; section-valued entries stay mappings."""
+def flatten_assignment(assignment: dict[str, Any]) -> dict[str, Any]:
+    """Baselines and arms may be nested or dotted; section-valued entries stay mappings."""
     flat: dict[str, Any] = {}
-    for key, value in baseline.items():
+    for key, value in assignment.items():
         if isinstance(value, dict) and key not in ("optimizer", "model", "enorm", "bn"):
             for sub, subvalue in flatten(value).items():
                 flat[f"{key}.{sub}"] = subvalue
@@ -218,11 +261,12 @@ def check_study(spec: StudySpec) -> list[tuple[str, str]]:
                 for sub, message in format_pydantic_errors(err):
                     detail = f"{sub}: {message}" if sub else message
                     problems.append((where, f"value {value!r} is invalid: {detail}"))
+    problems.extend(_check_assignments(spec, base))
     if problems:
         return problems
 
     if spec.baseline is not None:
-        for path in flatten_baseline(spec.baseline):
+        for path in flatten_assignment(spec.baseline):
             if not _path_exists(base, path):
                 problems.append((f"baseline.{path}", "no such path in the trial config"))
         if not problems and is_finite(spec):
@@ -244,4 +288,47 @@ def check_study(spec: StudySpec) -> list[tuple[str, str]]:
             continue
         seen.add(key)
         problems.extend(p for p in check_buildable(config) if p not in problems)
+    return problems
+
+
+def _invalid(spec: StudySpec, where: str, values: dict[str, Any]) -> list[tuple[str, str]]:
+    """Problems of the base config with ``values`` applied (empty when it validates)."""
+    try:
+        resolved_config(spec, values)
+    except ValidationError as err:
+        return [(where, f"{sub}: {message}" if sub else message)
+                for sub, message in format_pydantic_errors(err)]  # fmt: skip
+    return []
+
+
+def _check_assignments(spec: StudySpec, base: dict[str, Any]) -> list[tuple[str, str]]:
+    """Explicit arms and the confirm stage's baseline: paths exist, values validate,
+    arms are told apart."""
+    problems: list[tuple[str, str]] = []
+    assignments = [(f"arms[{i}]", arm) for i, arm in enumerate(explicit_arms(spec))]
+    if spec.confirm is not None and spec.confirm.baseline is not None:
+        assignments.append((CONFIRM_BASE, flatten_assignment(spec.confirm.baseline)))
+    for where, assignment in assignments:
+        bad = [path for path in assignment if not _path_exists(base, path)]
+        problems += [(f"{where}.{path}", "no such path in the trial config") for path in bad]
+        overlap = [path for path in assignment if path in spec.sweep and where != CONFIRM_BASE]
+        problems += [(f"{where}.{path}", "also swept under sweep; set it in one place")
+                     for path in overlap]  # fmt: skip
+        if not bad and not overlap:
+            problems += _invalid(spec, where, assignment)
+    if spec.arms and spec.search.name == "optuna":
+        problems.append(("arms", "explicit arms need search 'grid' or 'random' (Optuna "
+                         "proposes one configuration at a time); sweep their differences instead"))
+    if problems:
+        return problems
+    explicit = explicit_arms(spec)
+    for i, arm in enumerate(explicit):
+        config = resolved_config(spec, arm)
+        first = next(j for j, other in enumerate(explicit) if _assigns(config, other))
+        if first != i:
+            message = f"is indistinguishable from arms[{first}] (all its values hold here)"
+            problems.append((f"arms[{i}]", f"{message}; make the arms differ"))
+    if spec.confirm is not None and spec.confirm.baseline is None and spec.baseline is None:
+        problems.append((CONFIRM_BASE, "a two-stage study needs a baseline arm: set "
+                         "confirm.baseline (paths -> values) or baseline"))  # fmt: skip
     return problems

@@ -264,11 +264,39 @@ class TrackingSpec(Strict):
     experiment: str | None = None
 
 
+class ConfirmSpec(Strict):
+    """Second stage of a two-stage study: the search stage's best arms on paired seeds.
+
+    The ``top_k`` arms by the study metric (validation) at the search's last
+    epoch, plus the baseline arm, are re-run on every seed in ``seeds`` and
+    judged on ``metric`` (the test split by default).
+    """
+
+    top_k: int = Field(1, ge=1)
+    seeds: list[int] = Field(min_length=2)
+    metric: MetricSpec = Field(default_factory=lambda: MetricSpec(name="test_acc", mode="max"))
+    baseline: dict[str, Any] | None = Field(
+        None, description="the baseline arm (paths -> values); default: the study's baseline"
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        return seeds
+
+
 class StudySpec(TrialConfig):
     """A whole study: the trial config plus how to sweep, run and judge it."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = ""
+    arms: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="explicit arms (each: paths -> values, several sections at once), "
+        "crossed with the sweep and the seeds",
+    )
     sweep: dict[str, SweepDomain] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     baseline: dict[str, Any] | None = None
@@ -279,6 +307,25 @@ class StudySpec(TrialConfig):
     max_concurrent: int | None = Field(None, ge=1)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     storage: str = DEFAULT_STORAGE
+    confirm: ConfirmSpec | None = None
+    confirm_of: str | None = Field(
+        None, description="set by normstudy: the search study this confirm stage belongs to"
+    )
+
+    @property
+    def stage(self) -> str:
+        """``search`` or ``confirm`` for the stages of a two-stage study, else ``study``."""
+        if self.confirm is not None:
+            return "search"
+        return "confirm" if self.confirm_of else "study"
+
+    @field_validator("arms")
+    @classmethod
+    def _arms_are_mappings(cls, arms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, arm in enumerate(arms):
+            if not arm:
+                raise ValueError(f"arm {i} is empty; give the paths it sets, e.g. {{enorm.c: 1.2}}")
+        return arms
 
     @field_validator("sweep", mode="before")
     @classmethod

@@ -21,7 +21,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from studies.space import arm_label, arm_of, flatten, is_baseline
+from studies.space import arm_label, arm_of, flatten, has_arms, is_baseline, resolve_arm
 from studies.spec import TRIAL_SECTIONS, StudySpec, dump_spec
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,9 @@ class StudyTracker:
             return self._runs[trial_id]
         from mlflow.entities import Param
 
+        config = resolve_arm(config)
         trial_config = {k: config[k] for k in (*TRIAL_SECTIONS, "seed") if k in config}
-        label = arm_label(arm_of(trial_config, self.spec)) if self.spec.sweep else "default"
+        label = arm_label(arm_of(trial_config, self.spec)) if has_arms(self.spec) else "default"
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{label} seed={config.get('seed')}",

@@ -3,7 +3,7 @@
 :func:`run_trial` is independent of Ray: it talks to a :class:`Session` that
 restores the last checkpoint and takes each epoch's metrics and state.
 :func:`tune_trainable` is the Ray Tune function trainable, which plugs in
-:class:`TuneSession` (``tune.get_checkpoint`` / ``tune.report``).
+:class:`studies.checkpoints.TuneSession` (``tune.get_checkpoint`` / ``tune.report``).
 
 The data stays on the trial's device; batches are sliced from tensors and
 augmented there. Per step, nothing is copied to the host: losses and
@@ -13,10 +13,8 @@ accuracies accumulate as device tensors and are read once per epoch.
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -34,9 +32,8 @@ from studies.recipes import (
     current_lr,
     normalize_inputs,
 )
+from studies.space import resolve_arm
 from studies.spec import TRIAL_SECTIONS, TrialConfig
-
-STATE_FILE = "state.pt"
 
 
 class Session(Protocol):
@@ -50,8 +47,10 @@ class InjectedFault(RuntimeError):
 
 
 def run_trial(config: dict[str, Any], session: Session, device: torch.device | str = "cpu") -> None:
-    """Train one trial config (trial sections + ``seed``) to the end or to divergence."""
+    """Train one trial config (trial sections + ``seed``, maybe an explicit ``arm``) to the end
+    or to divergence."""
     device = torch.device(device)
+    config = resolve_arm(config)
     cfg = TrialConfig.model_validate({k: config[k] for k in TRIAL_SECTIONS if k in config})
     cfg = cfg.model_dump(mode="json")
     seed = int(config["seed"])
@@ -218,32 +217,11 @@ def evaluate(model: nn.Module, x_all, y_all, batches: Batches, cfg) -> tuple[flo
 # Ray Tune
 
 
-class TuneSession:
-    """Checkpoints as ``state.pt`` in a Ray Tune checkpoint directory."""
-
-    def restore(self) -> dict[str, Any] | None:
-        from ray import tune
-
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as folder:
-            return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
-
-    def report(self, metrics: dict[str, float], state: Callable[[], dict] | None) -> None:
-        from ray import tune
-
-        if state is None:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(state(), Path(folder) / STATE_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-
-
 def tune_trainable(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: threads from the trial's CPU share, GPU if granted."""
     import ray
+
+    from studies.checkpoints import TuneSession
 
     context = ray.get_runtime_context()
     cpus = context.get_assigned_resources().get("CPU", 1.0)
