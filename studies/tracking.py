@@ -27,6 +27,7 @@ from studies.spec import TRIAL_SECTIONS, StudySpec, dump_spec
 log = logging.getLogger(__name__)
 
 ROLE, STUDY, TRIAL_ID = "normstudy.role", "normstudy.study", "normstudy.trial_id"
+STAGE = "normstudy.stage"  # study, or search / confirm in a two-stage study
 LOGGED_METRICS = (
     "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
     "epoch_seconds", "diverged", "alig_step_size", "nfe",
@@ -91,6 +92,7 @@ class StudyTracker:
                 tags={
                     ROLE: "study",
                     STUDY: self.spec.name,
+                    STAGE: self.spec.stage,
                     "normstudy.spec_hash": self.spec.fingerprint(),
                     "mlflow.note.content": self.spec.description,
                 },
@@ -149,6 +151,7 @@ class StudyTracker:
             tags={
                 ROLE: "trial",
                 STUDY: self.spec.name,
+                STAGE: self.spec.stage,
                 TRIAL_ID: trial_id,
                 "mlflow.parentRunId": self.parent_id,
                 "seed": str(config.get("seed")),
