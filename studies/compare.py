@@ -905,6 +905,15 @@ def run_comparison(
     except SpecError as err:
         raise SpecError([("study", message) for _, message in err.problems]) from None
     spec = load_study_spec(folder)
+    if spec.confirm is not None:  # a two-stage study is judged on its confirm stage
+        from studies.stages import confirm_name
+
+        confirm = folder.parent / confirm_name(spec)
+        if not confirm.is_dir():
+            raise SpecError([("study", f"{spec.name!r} is the search stage of a two-stage "
+                              f"study and its confirm stage has not started; finish it with "
+                              f"`normstudy resume {spec.name}`")])  # fmt: skip
+        folder, spec = confirm, load_study_spec(confirm)
     comparison = compare(load_trials(folder, spec, source), spec, metric, select, alpha)
     files = write_outputs(comparison, folder)
     run_id = log_outputs(files, spec, study_tracking_uri(spec, folder)) if log else None

@@ -3,7 +3,8 @@
 The study directory ``<storage>/<name>`` is Ray Tune's experiment directory
 (trial results, checkpoints, experiment state for resume); the runner also
 writes ``study.yaml`` there, which is how ``normstudy resume NAME`` knows the
-study without its original file.
+study without its original file. A two-stage study has a second directory,
+``<storage>/<name>-confirm``, for its confirm stage (see :mod:`studies.stages`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studies.space import FINITE, domain_values, explicit_arms, set_path, with_values
+from studies.space import FINITE, arm_label, domain_values, explicit_arms, set_path, with_values
 from studies.spec import (
     GridDomain,
     LogUniformDomain,
@@ -27,6 +28,7 @@ from studies.spec import (
     parse_spec,
     read_yaml,
 )
+from studies.stages import confirm_name, confirm_spec
 from studies.tracking import MLflowTrialCallback, StudyTracker, tracking_uri
 
 SPEC_FILE = "study.yaml"
@@ -176,21 +178,35 @@ def _prepare_env() -> None:
 
 
 def run_study(spec: StudySpec, address: str | None = None, overwrite: bool = False) -> StudyOutcome:
-    """Run a study to the end (or until interrupted; then ``resume`` continues it)."""
-    from ray import tune
+    """Run a study to the end (or until interrupted; then ``resume`` continues it).
 
-    folder = study_dir(spec)
-    if folder.exists():
-        if overwrite:
-            StudyTracker(spec, tracking_uri(spec)).forget_study()
-        else:
-            raise SpecError([("name", f"study {spec.name!r} already exists in {folder}; resume it "
-                                      f"with `normstudy resume {spec.name}`, or pass --overwrite, "
-                                      "or choose another name with --set name=...")])  # fmt: skip
+    A two-stage spec runs its search stage, then its confirm stage (:mod:`studies.stages`);
+    the outcome is the last stage's.
+    """
+    folders = [study_dir(spec)]
+    if spec.confirm is not None:
+        folders.append(folders[0].parent / confirm_name(spec))
+    existing = [folder for folder in folders if folder.exists()]
+    if existing and not overwrite:
+        raise SpecError([("name", f"study {spec.name!r} already exists in {existing[0]}; resume "
+                                  f"it with `normstudy resume {spec.name}`, or pass --overwrite, "
+                                  "or choose another name with --set name=...")])  # fmt: skip
+    for folder in existing:
+        stage = spec.model_copy(update={"name": folder.name, "tracking": spec.tracking.model_copy(
+            update={"experiment": spec.experiment_name})})  # fmt: skip
+        StudyTracker(stage, tracking_uri(spec)).forget_study()
         shutil.rmtree(folder)
     _prepare_env()
     connect_ray(address)
-    folder.mkdir(parents=True)
+    outcome = _start(spec, folders[0])
+    return _next_stage(outcome, address)
+
+
+def _start(spec: StudySpec, folder: Path) -> StudyOutcome:
+    """Write ``study.yaml`` into a new study directory and fit a new Tuner."""
+    from ray import tune
+
+    folder.mkdir(parents=True, exist_ok=True)
     spec = spec.model_copy(update={"storage": str(folder.parent)})  # resumable from any cwd
     (folder / SPEC_FILE).write_text(dump_spec(spec))
     total = expected_trials(spec)
@@ -221,13 +237,26 @@ def run_study(spec: StudySpec, address: str | None = None, overwrite: bool = Fal
 
 def resume_study(name_or_path: str, address: str | None = None, retry_errored: bool = False,
                  storage: str | None = None) -> StudyOutcome:  # fmt: skip
-    """Continue an interrupted study from its experiment state and checkpoints."""
-    from ray import tune
-
+    """Continue an interrupted study from its experiment state and checkpoints, then run
+    the stages that have not started yet (the confirm stage of a two-stage study)."""
     folder = find_study(name_or_path, storage)
     spec = load_study_spec(folder)
     _prepare_env()
     connect_ray(address)
+    outcome = _resume(spec, folder, retry_errored)
+    return _next_stage(outcome, address, retry_errored)
+
+
+def _resume(spec: StudySpec, folder: Path, retry_errored: bool) -> StudyOutcome:
+    from ray import tune
+
+    if not tune.Tuner.can_restore(str(folder)):
+        # Killed before Ray Tune saved any state: start over, dropping the half-made runs.
+        StudyTracker(spec, tracking_uri(spec)).forget_study()
+        for child in folder.iterdir():
+            if child.name != SPEC_FILE:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        return _start(spec, folder)
     tuner = tune.Tuner.restore(
         str(folder),
         trainable=trainable_with_resources(spec),
@@ -235,6 +264,30 @@ def resume_study(name_or_path: str, address: str | None = None, retry_errored: b
         resume_errored=retry_errored,
     )
     return _fit(tuner, spec, folder)
+
+
+def _next_stage(outcome: StudyOutcome, address: str | None, retry_errored: bool = False):
+    """After a search stage: start (or resume) its confirm stage."""
+    spec = outcome.spec
+    if spec.confirm is None:
+        return outcome
+    folder = outcome.folder.parent / confirm_name(spec)
+    if (folder / SPEC_FILE).is_file():
+        print(f"[normstudy] resuming the confirm stage {folder.name!r}")
+        return _resume(load_study_spec(folder), folder, retry_errored)
+    try:
+        confirm, scores = confirm_spec(spec, outcome.folder)
+    except ValueError as err:
+        print(f"[normstudy] {err}")
+        return outcome
+    metric = spec.metric.name
+    print(f"[normstudy] search stage chose (by {metric}):")
+    for values, score in zip(confirm.arms[1:], scores, strict=True):
+        print(f"[normstudy]   {arm_label(values)}  ({metric} {score:.4g})")
+    print(f"[normstudy] confirm stage {confirm.name!r}: {expected_trials(confirm)} trials "
+          f"(chosen arms + baseline x seeds {confirm.seeds}), judged on "
+          f"{confirm.metric.name}")  # fmt: skip
+    return _start(confirm, folder)
 
 
 def _fit(tuner, spec: StudySpec, folder: Path) -> StudyOutcome:

@@ -147,14 +147,14 @@ def arm_of(trial_config: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
     order), then its values at the swept paths."""
     values: dict[str, Any] = {}
     for arm in explicit_arms(spec):
-        if _assigns(trial_config, arm):
+        if assigns(trial_config, arm):
             values.update(arm)
             break
     values.update({path: get_path(trial_config, path) for path in spec.sweep})
     return values
 
 
-def _assigns(trial_config: dict[str, Any], assignment: dict[str, Any]) -> bool:
+def assigns(trial_config: dict[str, Any], assignment: dict[str, Any]) -> bool:
     """Every ``path: value`` of the assignment holds in the config."""
     for path, wanted in assignment.items():
         try:
@@ -178,7 +178,7 @@ def matches(value: Any, wanted: Any) -> bool:
 def is_baseline(trial_config: dict[str, Any], spec: StudySpec) -> bool:
     if spec.baseline is None:
         return False
-    return _assigns(trial_config, flatten_assignment(spec.baseline))
+    return assigns(trial_config, flatten_assignment(spec.baseline))
 
 
 def flatten_assignment(assignment: dict[str, Any]) -> dict[str, Any]:
@@ -324,7 +324,7 @@ def _check_assignments(spec: StudySpec, base: dict[str, Any]) -> list[tuple[str,
     explicit = explicit_arms(spec)
     for i, arm in enumerate(explicit):
         config = resolved_config(spec, arm)
-        first = next(j for j, other in enumerate(explicit) if _assigns(config, other))
+        first = next(j for j, other in enumerate(explicit) if assigns(config, other))
         if first != i:
             message = f"is indistinguishable from arms[{first}] (all its values hold here)"
             problems.append((f"arms[{i}]", f"{message}; make the arms differ"))

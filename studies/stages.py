@@ -1,0 +1,104 @@
+"""Two-stage studies: a search stage picks arms, a confirm stage tests them on paired seeds.
+
+A spec with a ``confirm`` section is the *search* stage (Optuna, random or grid;
+usually one seed, selecting on the validation metric, ASHA allowed). When it ends,
+its arms are ranked by the study metric at the last epoch (mean over seeds; trials
+that ran every epoch rank before trials ASHA stopped early, diverged and errored
+trials do not rank) and the ``top_k`` best, plus the baseline arm, become the
+explicit ``arms`` of the *confirm* stage: a grid study named ``<name>-confirm``
+next to the search study, run on ``confirm.seeds`` and judged on
+``confirm.metric`` (the test split by default). The comparison runs on the confirm
+stage. Both stages log to the same MLflow experiment, tagged ``normstudy.stage``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from studies.space import assigns, flatten_assignment, resolved_config
+from studies.spec import StudySpec, parse_spec
+
+CONFIRM_SUFFIX = "-confirm"
+
+
+def confirm_name(search: StudySpec) -> str:
+    return f"{search.name}{CONFIRM_SUFFIX}"
+
+
+def baseline_arm(search: StudySpec) -> dict[str, Any]:
+    """The confirm stage's baseline arm: ``confirm.baseline``, else the study's baseline."""
+    assert search.confirm is not None
+    return flatten_assignment(search.confirm.baseline or search.baseline or {})
+
+
+def rank_arms(search: StudySpec, folder: Path) -> list[tuple[dict[str, Any], float]]:
+    """The search stage's arms, best first, with their mean metric at the last epoch."""
+    from studies.compare import trials_from_results
+
+    metric, sign = search.metric.name, 1.0 if search.metric.mode == "max" else -1.0
+    scores: dict[str, list[float]] = {}
+    values: dict[str, dict[str, Any]] = {}
+    complete: dict[str, bool] = {}
+    for trial in trials_from_results(folder, search):
+        history = trial.history.get(metric, {})
+        if trial.status == "diverged" or not history or max(history) != trial.last_epoch:
+            continue  # diverged, or no metric at its last epoch (errored)
+        scores.setdefault(trial.arm, []).append(history[trial.last_epoch])
+        values[trial.arm] = trial.arm_values
+        finished = trial.status == "finished"
+        complete[trial.arm] = complete.get(trial.arm, True) and finished
+    ranked = sorted(
+        scores, key=lambda arm: (not complete[arm], -sign * statistics.fmean(scores[arm]))
+    )
+    return [(values[arm], statistics.fmean(scores[arm])) for arm in ranked]
+
+
+def confirm_spec(search: StudySpec, folder: Path) -> tuple[StudySpec, list[float]]:
+    """The confirm stage of a finished search stage, and the search scores of its arms.
+
+    Raises ``ValueError`` when no non-baseline arm of the search finished.
+    """
+    assert search.confirm is not None
+    confirm = search.confirm
+    baseline = baseline_arm(search)
+    chosen, scores = [], []
+    for arm, score in rank_arms(search, folder):
+        if assigns(resolved_config(search, arm), baseline):
+            continue  # the baseline comes along anyway
+        chosen.append(arm)
+        scores.append(score)
+        if len(chosen) == confirm.top_k:
+            break
+    if not chosen:
+        raise ValueError(f"no arm of the search stage {search.name!r} finished with a "
+                         f"{search.metric.name} value; nothing to confirm")  # fmt: skip
+    data = search.model_dump(mode="json", exclude_none=True, exclude={"confirm", "sweep"})
+    data.update(
+        name=confirm_name(search),
+        description=(
+            f"Confirm stage of {search.name!r}: its {len(chosen)} best arm(s) by "
+            f"{search.metric.name} and the baseline, on seeds {confirm.seeds}, judged on "
+            f"{confirm.metric.name}. {search.description}"
+        ).strip(),
+        arms=[baseline, *chosen],
+        baseline=baseline,
+        seeds=list(confirm.seeds),
+        metric=confirm.metric.model_dump(),
+        search={"name": "grid", "num_samples": 1},
+        scheduler={"name": "fifo"},
+        tracking={**data.get("tracking", {}), "experiment": search.experiment_name},
+        confirm_of=search.name,
+    )
+    return parse_spec(data), scores
+
+
+def total_trials(spec: StudySpec) -> tuple[int, int]:
+    """Trials of the (search) stage and of the confirm stage (0 for one-stage studies)."""
+    from studies.runner import expected_trials
+
+    confirm = 0
+    if spec.confirm is not None:
+        confirm = (spec.confirm.top_k + 1) * len(spec.confirm.seeds)
+    return expected_trials(spec), confirm
