@@ -122,18 +122,24 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from studies.runner import expected_trials
-
     spec = _load(args)
-    print(f"{spec.name}: valid, {expected_trials(spec)} trials")
+    print(f"{spec.name}: valid, {trial_count(spec)}")
     return 0
 
 
+def trial_count(spec) -> str:
+    """``12 trials``, or ``24 search + 15 confirm trials`` for a two-stage study."""
+    from studies.stages import total_trials
+
+    search, confirm = total_trials(spec)
+    return f"{search} search + {confirm} confirm trials" if confirm else f"{search} trials"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from studies.runner import expected_trials, run_study
+    from studies.runner import run_study
 
     spec = _load(args)
-    print(f"[normstudy] study {spec.name!r}: {expected_trials(spec)} trials")
+    print(f"[normstudy] study {spec.name!r}: {trial_count(spec)}")
     outcome = run_study(spec, address=args.address, overwrite=args.overwrite)
     code = report(outcome)
     from studies.compare import compare_after_run
@@ -147,7 +153,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     outcome = resume_study(args.study, address=args.address, retry_errored=args.retry_errored,
                            storage=args.storage)  # fmt: skip
-    return report(outcome)
+    code = report(outcome)
+    from studies.compare import compare_after_run
+
+    compare_after_run(outcome)  # prints the table; a failure only warns
+    return code
 
 
 def report(outcome) -> int:
@@ -167,8 +177,8 @@ def report(outcome) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from studies.costs import gpu_hours
-    from studies.runner import expected_trials
     from studies.spec import resolve_spec_path
+    from studies.stages import total_trials
 
     print("Catalog studies (normstudy run NAME; GPU-h: estimated H100 hours, studies/costs.py):")
     print(f"  {'study':<28} {'trials':>6} {'GPU-h':>7}  description")
@@ -177,7 +187,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         description = " ".join(str(data.get("description", "")).split())
         try:
             spec = load_spec(name)
-            trials, hours = str(expected_trials(spec)), f"{gpu_hours(spec):.1f}"
+            search, confirm = total_trials(spec)
+            trials = f"{search}+{confirm}" if confirm else str(search)
+            hours = f"{gpu_hours(spec):.1f}"
         except SpecError:
             trials, hours = "?", "?"
         print(f"  {name:<28} {trials:>6} {hours:>7}  {description[:80]}")
