@@ -57,6 +57,11 @@ class DatasetSpec(Strict):
     normalize: bool = True
     train_size: int | None = Field(None, ge=10)
     test_size: int | None = Field(None, ge=10)
+    extra: bool = Field(False, description="svhn only: add the 531k `extra` images to train")
+    loader: Literal["device", "torch"] = Field(
+        "device", description="device: splits on the trial's device; torch: a DataLoader"
+    )
+    num_workers: int = Field(2, ge=0, description="DataLoader processes (loader: torch)")
 
     @field_validator("name")
     @classmethod
@@ -66,6 +71,14 @@ class DatasetSpec(Strict):
         if name not in DATASETS:
             raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS.names())}")
         return name
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_is_svhn(cls, extra: bool, info) -> bool:
+        name = info.data.get("name")
+        if extra and name is not None and name != "svhn":
+            raise ValueError(f"dataset.extra: true is valid only for svhn, not {name!r}")
+        return extra
 
 
 class ModelSpec(BaseModel):
@@ -182,6 +195,11 @@ class TrainSpec(Strict):
     fail_at_epoch: int | None = Field(
         None, ge=1, description="testing aid: raise an error at this epoch (fault injection)"
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: autocast forward/loss; weights and optimizer stay fp32"
+    )
+    channels_last: bool = False
+    compile: bool = Field(False, description="torch.compile the model (slow first epoch)")
 
 
 class TrialConfig(Strict):

@@ -11,6 +11,14 @@ from studies.spec import load_spec
 from studies.trainable import InjectedFault, run_trial
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Recorder:
     """A Session that keeps reports, and can restore from a saved state."""
 
@@ -84,14 +92,20 @@ def test_enorm_balances_the_trained_network():
     torch.testing.assert_close(r_out, l_in, rtol=1e-4, atol=1e-6)
 
 
-def test_resume_from_checkpoint_continues_bitwise():
+@pytest.mark.parametrize(
+    "loader",
+    [[], ["dataset.loader=torch", "dataset.augment=true", "dataset.num_workers=2"]],
+    ids=["device", "torch+augment"],
+)
+def test_resume_from_checkpoint_continues_bitwise(loader):
+    options = ["train.epochs=4", "enorm.c=1.2", *loader]
     full = Recorder()
-    run_trial(config("train.epochs=4", "enorm.c=1.2"), full)
+    run_trial(config(*options), full)
     killed = Recorder(stop_after=2)
     with pytest.raises(KeyboardInterrupt):
-        run_trial(config("train.epochs=4", "enorm.c=1.2"), killed)
+        run_trial(config(*options), killed)
     resumed = Recorder(restore_from=killed.states[-1])
-    run_trial(config("train.epochs=4", "enorm.c=1.2"), resumed)
+    run_trial(config(*options), resumed)
     assert [m["epoch"] for m in resumed.metrics] == [3, 4]  # continues, does not restart
     strip = ("epoch_seconds",)
     for a, b in zip(full.metrics[2:], resumed.metrics, strict=True):
@@ -124,3 +138,13 @@ def test_injected_fault_raises_at_that_epoch():
     with pytest.raises(InjectedFault):
         run_trial(config("train.fail_at_epoch=2"), recorder)
     assert [m["epoch"] for m in recorder.metrics] == [1]
+
+
+def test_torch_loader_trial_equals_device_loader_trial():
+    """Same seed, augmentation off: the same batches in the same order, so the same numbers."""
+    device, torch_loader = Recorder(), Recorder()
+    run_trial(config("enorm.c=1.2"), device)
+    run_trial(config("enorm.c=1.2", "dataset.loader=torch", "dataset.num_workers=0"), torch_loader)
+    drop = lambda ms: [{k: v for k, v in m.items() if k != "epoch_seconds"} for m in ms]  # noqa: E731
+    assert drop(device.metrics) == drop(torch_loader.metrics)
+    assert device.metrics[-1]["val_acc"] > 0.5
