@@ -16,6 +16,7 @@ construction and after every step, e.g. ``l2_projection``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -38,10 +39,10 @@ def l2_projection(parameters: Iterable[torch.Tensor], max_norm: float) -> None:
     params = list(parameters)
     if not params:
         return
-    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p) for p in params]))
+    total = torch.linalg.vector_norm(_stacked(torch._foreach_norm(params)))
     scale = (max_norm / total).clamp(max=1.0)  # a 0-d tensor: no host sync
-    for p in params:
-        p.mul_(scale.to(p))
+    for same in _by_device_and_dtype(params):
+        torch._foreach_mul_(same, scale.to(same[0]))
 
 
 class AliG(Optimizer):
@@ -127,7 +128,7 @@ class AliG(Optimizer):
                  if p.grad is not None]
         if not grads:
             return loss
-        sq_norm = sum(torch.linalg.vector_norm(g).square() for g in grads)
+        sq_norm = _stacked(torch._foreach_norm(grads)).square().sum()
         f = torch.as_tensor(loss, dtype=sq_norm.dtype, device=sq_norm.device).detach()
         if f.numel() != 1:
             raise ValueError(f"AliG: the closure must return one loss value, got shape {f.shape}")
@@ -147,25 +148,44 @@ class AliG(Optimizer):
         return loss
 
     def _update(self, group: dict[str, Any], gamma: torch.Tensor) -> None:
+        """The group's update with multi-tensor (foreach) ops, in place, no temporaries."""
         mu, adjusted = group["momentum"], group["adjusted_momentum"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            g = p.grad
-            step = gamma.to(p)
-            p.addcmul_(g, step, value=-1)  # w <- w - gamma g
+        params = [p for p in group["params"] if p.grad is not None]
+        if mu != 0:
+            for p in params:
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(
+                        p, memory_format=torch.preserve_format
+                    )
+        for same in _by_device_and_dtype(params):
+            steps = [gamma.to(same[0])] * len(same)
+            grads = [p.grad for p in same]
+            torch._foreach_addcmul_(same, grads, steps, value=-1)  # w <- w - gamma g
             if mu == 0:
                 continue
-            state = self.state[p]
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            z = state["momentum_buffer"]
+            z = [self.state[p]["momentum_buffer"] for p in same]
+            torch._foreach_mul_(z, mu)
             if adjusted:
-                z.mul_(mu).sub_(g)  # z <- mu z - g
-                p.addcmul_(z, step, value=mu)  # w <- w + gamma mu z
+                torch._foreach_sub_(z, grads)  # z <- mu z - g
+                torch._foreach_addcmul_(same, z, steps, value=mu)  # w <- w + gamma mu z
             else:
-                z.mul_(mu).addcmul_(g, step, value=-1)  # z <- mu z - gamma g
-                p.add_(z, alpha=mu)  # w <- w + mu z
+                torch._foreach_addcmul_(z, grads, steps, value=-1)  # z <- mu z - gamma g
+                torch._foreach_add_(same, z, alpha=mu)  # w <- w + mu z
+
+
+def _stacked(scalars: list[torch.Tensor]) -> torch.Tensor:
+    """0-d tensors as one vector, on the first one's device, in their promoted dtype."""
+    dtype = functools.reduce(torch.promote_types, (s.dtype for s in scalars))
+    return torch.stack([s.to(scalars[0].device, dtype) for s in scalars])
+
+
+def _by_device_and_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """The tensors split into lists of one device and dtype (what a foreach call takes)."""
+    lists: dict[tuple, list[torch.Tensor]] = {}
+    for t in tensors:
+        lists.setdefault((t.device, t.dtype), []).append(t)
+    return list(lists.values())
 
 
 def _validate_group(group: dict[str, Any], index: int) -> None:

@@ -89,14 +89,21 @@ class _Pair:
     def right_view(self, t: torch.Tensor) -> torch.Tensor:
         return t if self.block is None else t.view(self.block)
 
+    def left_norms(self, p: float) -> torch.Tensor:
+        """l_i = |W_k[i]|_p for every unit."""
+        left = self.left.detach()
+        return torch.linalg.vector_norm(left, ord=p, dim=self.left_dims, dtype=_norm_dtype(left))
+
+    def right_norms(self, p: float) -> torch.Tensor:
+        """r_i = |W_{k+1}[:, i]|_p for every unit (a block of columns after a flatten)."""
+        right = self.right_view(self.right.detach())
+        return torch.linalg.vector_norm(right, ord=p, dim=self.right_dims,
+                                        dtype=_norm_dtype(right))
+
     def factors(self, c: float, p: float) -> torch.Tensor:
         """d_i = sqrt(r_i / (c * l_i)) for every unit, 1 for dead units."""
-        left, right = self.left.detach(), self.right_view(self.right.detach())
-        l = torch.linalg.vector_norm(left, ord=p, dim=self.left_dims, dtype=_norm_dtype(left))
-        r = torch.linalg.vector_norm(right, ord=p, dim=self.right_dims, dtype=_norm_dtype(right))
-        r = r.to(l.device)
-        alive = (l > 0) & (r > 0)
-        return torch.where(alive, (r / (c * l)).sqrt(), torch.ones_like(l))
+        left = self.left_norms(p)
+        return _factors(left, self.right_norms(p).to(left.device), c)
 
     def apply(self, d: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
         """W_k[i] *= d_i, W_{k+1}[:, i] /= d_i (+ bias, + momentum buffers)."""
@@ -119,6 +126,12 @@ class _Pair:
             buf = _momentum_buffer(optimizer, self.bias)
             if buf is not None:
                 buf.div_(d)
+
+
+def _factors(left: torch.Tensor, right: torch.Tensor, c: float) -> torch.Tensor:
+    """d = sqrt(r / (c l)) elementwise; 1 where l = 0 or r = 0 (dead units)."""
+    alive = (left > 0) & (right > 0)
+    return torch.where(alive, (right / (c * left)).sqrt(), torch.ones_like(left))
 
 
 def _norm_dtype(t: torch.Tensor) -> torch.dtype | None:
@@ -226,12 +239,55 @@ class ENorm:
     def step(self) -> None:
         """Perform one ENorm cycle over the balanced hidden layers."""
         if self.sweep == "jacobi":
-            ds = [pr.factors(self.c, self.p) for pr in self._pairs]
-            for pr, d in zip(self._pairs, ds, strict=True):
-                pr.apply(d, self.optimizer)
+            self._jacobi()
         else:
             for pr in self._pairs:
                 pr.apply(pr.factors(self.c, self.p), self.optimizer)
+
+    def _jacobi(self) -> None:
+        """All d from one snapshot, then applied with multi-tensor (foreach) ops.
+
+        The norms are one reduction per weight and side; d = sqrt(r / (c l))
+        is computed once for the concatenated units of all pairs; every
+        weight (and buffer) slice is then scaled by one ``torch._foreach_*``
+        call per kind of update instead of one Python call per pair. Pairs on
+        several devices or with norms of mixed dtypes fall back to one pair at
+        a time.
+        """
+        pairs = self._pairs
+        lefts = [pr.left_norms(self.p) for pr in pairs]
+        rights = [pr.right_norms(self.p) for pr in pairs]
+        if len({(t.device, t.dtype) for t in lefts + rights}) > 1:
+            ds = [_factors(left, right.to(left.device), self.c)
+                  for left, right in zip(lefts, rights, strict=True)]
+            for pr, d in zip(pairs, ds, strict=True):
+                pr.apply(d, self.optimizer)
+            return
+        ds = _factors(torch.cat(lefts), torch.cat(rights), self.c).split(
+            [len(left) for left in lefts]
+        )
+        scale: dict[str, tuple[list, list]] = {"mul": ([], []), "div": ([], [])}
+
+        def add(kind: str, target: torch.Tensor | None, d: torch.Tensor) -> None:
+            if target is not None:
+                scale[kind][0].append(target)
+                scale[kind][1].append(d)
+
+        for pr, d in zip(pairs, ds, strict=True):
+            d_left, d_right = d.view(pr.left_bshape), d.view(pr.right_bshape)
+            add("mul", pr.left, d_left)
+            add("div", pr.right_view(pr.right), d_right)
+            if pr.bias is not None:
+                add("mul", pr.bias, d)
+            if self.optimizer is not None:
+                # The buffers move the other way: weight * d -> buffer / d.
+                add("div", _momentum_buffer(self.optimizer, pr.left), d_left)
+                buf = _momentum_buffer(self.optimizer, pr.right)
+                add("mul", None if buf is None else pr.right_view(buf), d_right)
+                if pr.bias is not None:
+                    add("div", _momentum_buffer(self.optimizer, pr.bias), d)
+        torch._foreach_mul_(*scale["mul"])
+        torch._foreach_div_(*scale["div"])
 
 
 def _make_pair(left_nw, right_nw, by_name: dict[str, torch.Tensor] | None) -> _Pair:

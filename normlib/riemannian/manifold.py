@@ -4,8 +4,9 @@ A weight followed by batch normalization is scale invariant per output unit,
 so each row y (the first dimension is the row, the rest is flattened) is a
 point on the unit sphere S^{n-1}; the Grassmann manifold of lines through
 the origin is that sphere with y ~ -y, and shares its local geometry. Every
-function takes ``(rows, n)`` matrices and works on all rows at once; per-row
-scalars keep the shape ``(rows, 1)``. With |.| the row-wise 2-norm:
+function takes ``(rows, n)`` matrices, or a batch ``(P, rows, n)`` of P such
+matrices of one shape, and works on all rows at once; per-row scalars keep
+the shape ``(..., rows, 1)``. With |.| the row-wise 2-norm:
 
 * tangent projection      h = g - (y.g) y
 * exponential map         exp_y(m) = y cos|m| + (m/|m|) sin|m|
@@ -46,8 +47,8 @@ def as_rows(t: torch.Tensor) -> torch.Tensor:
 
 
 def row_norms(x: torch.Tensor) -> torch.Tensor:
-    """|x_i| for every row, shape ``(rows, 1)``."""
-    return torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    """|x_i| for every row, shape ``(..., rows, 1)``."""
+    return torch.linalg.vector_norm(x, dim=-1, keepdim=True)
 
 
 def _unit_direction(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
@@ -62,8 +63,8 @@ def unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a_i . b_i for every row, shape ``(rows, 1)``."""
-    return torch.linalg.vecdot(a, b, dim=1).unsqueeze(1)
+    """a_i . b_i for every row, shape ``(..., rows, 1)``."""
+    return torch.linalg.vecdot(a, b, dim=-1).unsqueeze(-1)
 
 
 def project_tangent(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -71,34 +72,48 @@ def project_tangent(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(g, y, _row_dot(y, g), value=-1)
 
 
-def exp_map(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+def exp_map(y: torch.Tensor, m: torch.Tensor, norm: torch.Tensor | None = None) -> torch.Tensor:
     """exp_y(m) = y cos|m| + (m/|m|) sin|m|; exp_y(0) = y.
 
     Written y cos|m| + m sinc(|m|) with sinc(x) = sin(x)/x = 1 at 0: no division.
+    ``norm`` may pass |m| (``row_norms(m)``) when the caller has it already.
     """
-    norm = row_norms(m)
+    norm = row_norms(m) if norm is None else norm
     return (y * torch.cos(norm)).addcmul_(m, torch.sinc(norm / math.pi))
 
 
-def transport_own(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+def transport_own(
+    y: torch.Tensor, m: torch.Tensor, norm: torch.Tensor | None = None, out: bool = False
+) -> torch.Tensor:
     """Parallel transport of m along its own geodesic from y to exp_y(m).
 
     (u cos|m| - y sin|m|) |m| with u = m/|m|, written m cos|m| - y |m| sin|m|,
     which needs no division and is 0 for m = 0. The result is tangent at exp_y(m).
+    ``norm``: |m| if known; ``out=True`` overwrites m with the result.
     """
-    norm = row_norms(m)
-    return (m * torch.cos(norm)).addcmul_(y, norm * torch.sin(norm), value=-1)
+    norm = row_norms(m) if norm is None else norm
+    moved = m.mul_(torch.cos(norm)) if out else m * torch.cos(norm)
+    return moved.addcmul_(y, norm * torch.sin(norm), value=-1)
 
 
-def transport(y: torch.Tensor, direction: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+def transport(
+    y: torch.Tensor,
+    direction: torch.Tensor,
+    m: torch.Tensor,
+    norm: torch.Tensor | None = None,
+    out: bool = False,
+) -> torch.Tensor:
     """Parallel transport of a tangent m along the geodesic from y to exp_y(direction).
 
     m - (u.m)(y sin|d| + u (1 - cos|d|)), u = d/|d|: the component of m along u
     turns with the geodesic, the rest is unchanged. d = 0 leaves m unchanged.
+    ``norm``: |d| if known; ``out=True`` overwrites m with the result.
     """
-    u, norm = unit_rows(direction)
+    norm = row_norms(direction) if norm is None else norm
+    u = _unit_direction(direction, norm)
     along = _row_dot(u, m)
-    turned = torch.addcmul(m, y, along * torch.sin(norm), value=-1)
+    sin = along * torch.sin(norm)
+    turned = m.addcmul_(y, sin, value=-1) if out else torch.addcmul(m, y, sin, value=-1)
     return turned.addcmul_(u, along * (1 - torch.cos(norm)), value=-1)
 
 
@@ -111,8 +126,10 @@ def clip_rows(h: torch.Tensor, max_norm: float) -> torch.Tensor:
 def add_orthogonality_grad(g: torch.Tensor, y: torch.Tensor, omega: float) -> torch.Tensor:
     """g + 2 omega (Y Y^T Y - Y): g plus the gradient of omega ||Y Y^T - I||_F^2 / 2.
 
-    Computed as g + 2 omega (Y Y^T - I) Y with one fused matrix product.
+    Computed as g + 2 omega (Y Y^T - I) Y with one fused matrix product (one
+    per matrix of a ``(P, rows, n)`` batch).
     """
-    gram = y @ y.T
-    gram.diagonal().sub_(1)
-    return torch.addmm(g, gram, y, alpha=2 * omega)
+    gram = y @ y.mT
+    gram.diagonal(dim1=-2, dim2=-1).sub_(1)
+    fused = torch.addmm if y.dim() == 2 else torch.baddbmm
+    return fused(g, gram, y, alpha=2 * omega)

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from torch.optim.optimizer import Optimizer, required
+from torch.optim.sgd import sgd
 
 from normlib.riemannian.manifold import (
     add_orthogonality_grad,
@@ -42,10 +43,8 @@ from normlib.riemannian.manifold import (
 
 __all__ = ["SGDG", "AdamG"]
 
-
-def _rows_view(buffer: torch.Tensor) -> torch.Tensor:
-    """The ``(rows, n)`` view of a state buffer (a view, so in-place updates reach it)."""
-    return buffer.view(buffer.shape[0], -1)
+# Device types on which same-shape Grassmann weights are stepped as one stacked batch.
+STACK_DEVICES = frozenset({"cuda"})
 
 
 def _is_number(x: Any) -> bool:
@@ -102,52 +101,98 @@ class _SphereOptimizer(Optimizer):
                 loss = closure()
         for group in self.param_groups:
             if group["grassmann"]:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        self._grassmann_step(p, group)
+                for bucket in self._buckets(group):
+                    self._grassmann_step(bucket, group)
             else:
                 self._sgd_step(group)
         return loss
 
-    def _grassmann_step(self, p: torch.Tensor, group: dict[str, Any]) -> None:
-        y, _ = unit_rows(as_rows(p))
-        g = as_rows(p.grad)
+    def _buckets(self, group: dict[str, Any]) -> list[list[torch.Tensor]]:
+        """The group's parameters with a gradient, bucketed by (shape, dtype, device, step).
+
+        One bucket is stepped as one ``(P, rows, n)`` batch: each manifold
+        operation is one kernel launch for its P parameters instead of P. On
+        CPU there is no launch to save and the stacking copies cost more than
+        the Python calls they save (bench/methods.py), so a CPU bucket holds
+        one parameter.
+        """
+        buckets: dict[tuple, list[torch.Tensor]] = {}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if not state:
+                self._init_state(p, state)
+            alone = None if p.device.type in STACK_DEVICES else id(p)
+            key = (p.shape, p.dtype, p.device, state.get("step"), alone)
+            buckets.setdefault(key, []).append(p)
+        return list(buckets.values())
+
+    def _grassmann_step(self, params: list[torch.Tensor], group: dict[str, Any]) -> None:
+        """Steps P parameters of one shape as one batch Y of shape (P, rows, n).
+
+        A single parameter is a view (P = 1, nothing copied); several are
+        stacked and the new rows and buffers copied back.
+        """
+        y, _ = unit_rows(_stack_rows(params))
+        g = _stack_rows([p.grad for p in params])
         if group["omega"] != 0:
             g = add_orthogonality_grad(g, y, group["omega"])
         h = project_tangent(y, g)
         if group["grad_clip"] is not None:
             h = clip_rows(h, group["grad_clip"])
-        state = self.state[p]
-        if not state:
-            self._init_state(p, state)
-        p.copy_(self._move(y, h, state, group).view_as(p))
+        states = [self.state[p] for p in params]
+        y_new = self._move(y, h, states, group)
+        torch._foreach_copy_(params, [t.view(p.shape) for t, p in zip(y_new, params, strict=True)])
 
     def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
         state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
 
-    def _move(self, y, h, state, group) -> torch.Tensor:
-        """Update the momentum in ``state`` and return the new unit rows."""
+    def _move(self, y, h, states, group) -> torch.Tensor:
+        """Update the momenta in ``states`` and return the new unit rows (batched like y)."""
         raise NotImplementedError
 
     def _sgd_step(self, group: dict[str, Any]) -> None:
-        """torch.optim.SGD's update, op for op, so the numbers are identical."""
-        lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
-        wd, nesterov = group["weight_decay"], group["nesterov"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            d_p = p.grad
-            if wd != 0:
-                d_p = d_p.add(p, alpha=wd)
-            if momentum != 0:
-                state = self.state[p]
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = torch.clone(d_p).detach()
-                else:
-                    buf.mul_(momentum).add_(d_p, alpha=1 - dampening)
-                d_p = d_p.add(buf, alpha=momentum) if nesterov else buf
-            p.add_(d_p, alpha=-lr)
+        """torch.optim.SGD's own update (``torch.optim.sgd.sgd``): the same numbers, and
+        torch's default multi-tensor (foreach) kernels on CUDA."""
+        params = [p for p in group["params"] if p.grad is not None]
+        momentum = group["momentum"]
+        buffers = [self.state[p].get("momentum_buffer") for p in params] if momentum else []
+        sgd(
+            params,
+            [p.grad for p in params],
+            buffers,
+            weight_decay=group["weight_decay"],
+            momentum=momentum,
+            lr=group["lr"],
+            dampening=group["dampening"],
+            nesterov=group["nesterov"],
+            maximize=False,
+        )
+        for p, buf in zip(params, buffers, strict=False):
+            self.state[p]["momentum_buffer"] = buf
+
+
+def _stack_rows(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """(P, rows, n) rows of P same-shape tensors: a view for P = 1, a stacked copy else."""
+    if len(tensors) == 1:
+        return as_rows(tensors[0]).unsqueeze(0)
+    return torch.stack([as_rows(t) for t in tensors])
+
+
+class _Buffers:
+    """A state buffer of a bucket as one (P, rows, n) tensor, written back by ``store``."""
+
+    def __init__(self, states: list[dict[str, Any]], key: str):
+        self.own = [s[key] for s in states]
+        self.is_view = len(self.own) == 1 and self.own[0].is_contiguous()
+        self.tensor = _stack_rows(self.own)
+
+    def store(self) -> None:
+        """Copy the batch back into the per-parameter buffers (nothing to do for a view)."""
+        if not self.is_view:
+            copies = [t.view(b.shape) for t, b in zip(self.tensor, self.own, strict=True)]
+            torch._foreach_copy_(self.own, copies)
 
 
 class SGDG(_SphereOptimizer):
@@ -185,11 +230,14 @@ class SGDG(_SphereOptimizer):
         )
         super().__init__(params, defaults)
 
-    def _move(self, y, h, state, group):
-        m = _rows_view(state["momentum_buffer"])
+    def _move(self, y, h, states, group):
+        buffers = _Buffers(states, "momentum_buffer")
+        m = buffers.tensor
         m.mul_(group["momentum"]).sub_(h, alpha=group["lr"])
-        y_new = exp_map(y, m)
-        m.copy_(transport_own(y, m))
+        size = row_norms(m)
+        y_new = exp_map(y, m, norm=size)
+        transport_own(y, m, norm=size, out=True)
+        buffers.store()
         return y_new
 
 
@@ -248,15 +296,20 @@ class AdamG(_SphereOptimizer):
         state["row_sq_avg"] = p.new_zeros(p.shape[0], 1)
         state["step"] = 0
 
-    def _move(self, y, h, state, group):
+    def _move(self, y, h, states, group):
         b1, b2 = group["momentum"], group["beta2"]
-        state["step"] += 1
-        t = state["step"]
-        m, v = _rows_view(state["momentum_buffer"]), state["row_sq_avg"]
+        for state in states:  # a bucket shares its step count
+            state["step"] += 1
+        t = states[0]["step"]
+        buffers, averages = _Buffers(states, "momentum_buffer"), _Buffers(states, "row_sq_avg")
+        m, v = buffers.tensor, averages.tensor
         m.mul_(b1).add_(h, alpha=1 - b1)
         v.mul_(b2).add_(row_norms(h).square(), alpha=1 - b2)
         alpha = math.sqrt(1 - b2**t) / (1 - b1**t)
         delta = m / (v + group["epsilon"]).sqrt() * (-alpha * group["lr"])
-        y_new = exp_map(y, delta)
-        m.copy_(transport(y, delta, m))
+        size = row_norms(delta)
+        y_new = exp_map(y, delta, norm=size)
+        transport(y, delta, m, norm=size, out=True)
+        buffers.store()
+        averages.store()
         return y_new

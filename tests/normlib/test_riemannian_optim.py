@@ -452,3 +452,36 @@ def test_channels_last_weight_follows_the_same_path(cls):
         results.append(w.detach().contiguous())
     assert torch.equal(results[0], results[1])
     assert (results[0] - start).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("cls", [SGDG, AdamG])
+def test_stacked_buckets_equal_one_parameter_at_a_time(cls, monkeypatch):
+    """Same-shape weights stepped as one (P, rows, n) batch give the per-parameter run."""
+    import normlib.riemannian.optim as optim
+
+    gen = torch.Generator().manual_seed(5)
+    starts = [torch.randn(4, 3, 3, 3, dtype=D, generator=gen) for _ in range(3)]
+    starts.append(torch.randn(6, 10, dtype=D, generator=gen))  # a bucket of its own
+    grads = [[torch.randn(s.shape, dtype=D, generator=gen) for s in starts] for _ in range(4)]
+
+    def run(stack):
+        monkeypatch.setattr(optim, "STACK_DEVICES", frozenset({"cpu"} if stack else ()))
+        params = _leaves(starts)
+        opt = cls([{"params": params, "grassmann": True}], lr=0.1, momentum=0.9, omega=0.1,
+                  grad_clip=0.5)
+        for step_grads in grads:
+            for p, g in zip(params, step_grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+        return params, opt
+
+    stacked, opt = run(stack=True)
+    assert len(opt._buckets(opt.param_groups[0])) == 2
+    single, _ = run(stack=False)
+    for a, b in zip(stacked, single, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=1e-12)
+    for p in stacked:  # the buffers were written back into each parameter's state
+        assert opt.state[p]["momentum_buffer"].abs().max() > 0
+        if cls is AdamG:
+            assert opt.state[p]["step"] == 4
+            assert opt.state[p]["row_sq_avg"].min() > 0

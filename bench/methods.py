@@ -1,0 +1,181 @@
+"""Per-step cost of ENorm, SGD-G, Adam-G and ALI-G relative to a plain SGD step.
+
+For each model (built as a study builds it) this measures
+
+* ``train``: one plain SGD training step, zero_grad + forward + backward +
+  ``torch.optim.SGD.step`` (momentum 0.9, Nesterov, weight decay 5e-4) on a
+  batch of random CIFAR-shaped images;
+* ``step``: the method's own work alone, with gradients pre-filled (random,
+  scale 1e-2): ``optimizer.step()`` for SGD, SGD-G, Adam-G (the seed
+  README's groups: ``grassmann_param_groups``) and ALI-G (momentum 0.9, the
+  loss as a device tensor), and one ENorm cycle (jacobi, c = 1, rescaling
+  SGD's momentum buffers) for the models it supports.
+
+The methods are timed round robin (medians), so load drift on a shared
+machine hits them alike. Ratios:
+
+* ``x sgd step``: method step / SGD step (optimizer work only);
+* ``x sgd train``: a training step with the method / the plain SGD training
+  step, i.e. (train - SGD step + method step) / train for the optimizers and
+  (train + cycle) / train for ENorm (one cycle per step, as in the papers).
+
+SGD-G / Adam-G are left out for models without Grassmann weights (no
+convolution with out_channels < fan_in), ENorm for models with skip
+connections (it runs on the ENorm papers' FC and fully convolutional nets).
+
+    python bench/methods.py [--models fc-15x500 odenet4-16] [--device auto|cpu|cuda]
+                            [--batch N] [--repeats 20] [--threads 1]
+
+prints a table and writes bench/results/methods.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from _common import (
+    MODEL_SECTIONS,
+    build_model,
+    check_models,
+    machine,
+    print_table,
+    resolve_device,
+    round_robin,
+    write_json,
+)
+from torch import nn
+
+from normlib.alig import AliG
+from normlib.enorm import ENorm
+from normlib.riemannian import SGDG, AdamG, grassmann_param_groups
+
+DEFAULT_MODELS = ("fc-15x500", "fullyconv", "odenet4-16", "resnet18", "wrn-16-4")
+# The skip-free chains ENorm is meant for (its parameter shapes also chain in
+# ODENet4, but the Euler step z + h f(z) is a skip connection: not balanced there).
+ENORM_MODELS = ("fc-15x500", "fullyconv")
+
+
+def sgd(model: nn.Module) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
+                           weight_decay=5e-4)
+
+
+def sphere(cls) -> Callable[[nn.Module], torch.optim.Optimizer | None]:
+    def make(model: nn.Module):
+        groups = grassmann_param_groups(model, lr=0.01, lrg=0.2)
+        if not any(g["name"] == "grassmann" for g in groups):
+            return None
+        return cls(groups, lr=0.01)
+
+    return make
+
+
+OPTIMIZERS: dict[str, Callable[[nn.Module], torch.optim.Optimizer | None]] = {
+    "sgd": sgd,
+    "sgdg": sphere(SGDG),
+    "adamg": sphere(AdamG),
+    "alig": lambda model: AliG(model.parameters(), max_lr=0.1, momentum=0.9),
+}
+
+
+def train_step(model: nn.Module, optimizer, images, labels) -> Callable[[], None]:
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+
+    return step
+
+
+def optimizer_stepper(optimizer) -> Callable[[], None]:
+    if isinstance(optimizer, AliG):
+        loss = torch.ones((), device=optimizer.param_groups[0]["params"][0].device)
+        return lambda: optimizer.step(lambda: loss)
+    return optimizer.step
+
+
+def measure(name: str, device: torch.device, batch: int, repeats: int) -> list[dict]:
+    base = build_model(name, device)
+    generator = torch.Generator(device=device).manual_seed(1)
+    images = torch.randn(batch, 3, 32, 32, generator=generator, device=device)
+    labels = torch.randint(0, 10, (batch,), generator=generator, device=device)
+
+    model = copy.deepcopy(base)
+    (train_seconds,) = round_robin([train_step(model, sgd(model), images, labels)], device,
+                                   repeats=max(3, repeats // 4), warmup=1)
+
+    grads = [1e-2 * torch.randn(p.shape, generator=generator, device=device)
+             for p in base.parameters()]
+    names, steppers = [], []
+    for method, build in OPTIMIZERS.items():
+        model = copy.deepcopy(base)
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p.grad = g.clone()
+        optimizer = build(model)
+        if optimizer is None:
+            continue
+        names.append(method)
+        steppers.append(optimizer_stepper(optimizer))
+    model = copy.deepcopy(base)
+    optimizer = sgd(model)
+    for p, g in zip(model.parameters(), grads, strict=True):
+        p.grad = g.clone()
+    optimizer.step()  # momentum buffers exist, so the cycle rescales them too
+    if name in ENORM_MODELS:
+        names.append("enorm")
+        steppers.append(ENorm(model.named_parameters(), optimizer, c=1.0).step)
+
+    timings = dict(zip(names, round_robin(steppers, device, repeats), strict=True))
+    sgd_step = timings["sgd"]
+    rows = []
+    for method, step_seconds in timings.items():
+        with_method = (train_seconds + step_seconds if method == "enorm"
+                       else train_seconds - sgd_step + step_seconds)
+        rows.append({
+            "model": name,
+            "method": method,
+            "step_ms": 1e3 * step_seconds,
+            "x_sgd_step": step_seconds / sgd_step,
+            "train_ms": 1e3 * train_seconds,
+            "x_sgd_train": with_method / train_seconds,
+        })
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
+                        help=f"of {sorted(MODEL_SECTIONS)}")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="images per training step (default 128 on CUDA, 32 on CPU)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed method steps")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    batch = args.batch or (128 if device.type == "cuda" else 32)
+    models = check_models(args.models)
+
+    rows = [row for name in models for row in measure(name, device, batch, args.repeats)]
+    print(f"method step vs plain SGD, {device}, batch {batch}, {args.threads} thread(s), "
+          f"median of {args.repeats}")
+    print_table([("model", ""), ("method", ""), ("step_ms", ".2f"), ("x_sgd_step", ".2f"),
+                 ("train_ms", ".1f"), ("x_sgd_train", ".3f")], rows)
+    write_json("methods", {
+        "machine": machine(device),
+        "batch": batch,
+        "repeats": args.repeats,
+        "models": {name: MODEL_SECTIONS[name] for name in models},
+        "rows": rows,
+    }, args.out)
+
+
+if __name__ == "__main__":
+    main()
