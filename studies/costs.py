@@ -26,11 +26,14 @@ enough to replace them):
   per optimizer step). Each entry's ``source`` says which assumption it uses.
 
 ``gpu_hours(spec) = sum over trials of epochs x epoch_seconds / 3600``; for a
-grid this is arms x seeds x epochs x cost (each arm priced on its own, since
-ODE solver steps change the cost), for Optuna / random search it is
-num_samples x epochs x the base config's cost (an upper bound under ASHA,
-which stops trials early). Trials sharing a GPU (``resources.gpu < 1``) do
-the same work, so sharing shortens the wall time, not the GPU-hours.
+grid this is arms x seeds x epochs x cost (each arm, explicit ``arms`` crossed
+with the sweep, priced on its own, since ODE solver steps change the cost), for
+Optuna / random search it is the trial count x epochs x the base config's cost
+(an upper bound under ASHA, which stops trials early). A two-stage study adds
+its confirm stage: ``(top_k + 1) x len(confirm.seeds)`` trials, the ``top_k``
+chosen arms priced as the base config (they are not known before the search)
+and the baseline arm on its own. Trials sharing a GPU (``resources.gpu < 1``)
+do the same work, so sharing shortens the wall time, not the GPU-hours.
 Models not in the table are priced from their FLOP count (counted on the
 ``meta`` device, nothing allocated) at the generic throughput below.
 """
@@ -50,6 +53,7 @@ STEP_OVERHEAD_S = 0.003
 """Assumed fixed cost of one optimizer step (kernel launches, optimizer, bookkeeping)."""
 
 # Dataset sizes (train incl. validation, test) and image side, to scale a CIFAR epoch.
+# SVHN with `dataset.extra: true` adds SVHN_EXTRA training images.
 DATASET_SIZES: dict[str, tuple[int, int, int]] = {
     "cifar10": (50_000, 10_000, 32),
     "cifar100": (50_000, 10_000, 32),
@@ -59,6 +63,8 @@ DATASET_SIZES: dict[str, tuple[int, int, int]] = {
     "digits": (1_437, 360, 8),
     "fake": (2_000, 500, 32),
 }
+
+SVHN_EXTRA = 531_131
 
 # ODE solvers: function evaluations per step.
 SOLVER_STAGES = {"euler": 1, "rk2": 2, "rk4": 4}
@@ -158,6 +164,8 @@ def _work_ratio(config: dict[str, Any]) -> float:
     """An epoch of this config's data relative to a CIFAR epoch (images x pixels)."""
     dataset, train = config["dataset"], config["train"]
     total_train, test, side = DATASET_SIZES.get(dataset.get("name"), (50_000, 10_000, 32))
+    if dataset.get("extra"):
+        total_train += SVHN_EXTRA
     val = round(total_train * dataset.get("val_fraction", 0.1))
     n_train = total_train - val
     if dataset.get("train_size"):
@@ -205,16 +213,22 @@ def epoch_seconds(config: dict[str, Any]) -> float:
 
 
 def gpu_hours(spec) -> float:
-    """Estimated H100 GPU-hours of a whole study (see the module docstring)."""
+    """Estimated H100 GPU-hours of a whole study, both stages of a two-stage one (see the
+    module docstring)."""
     from studies.runner import expected_trials
-    from studies.space import arms, is_finite, resolved_config
+    from studies.space import arms, flatten_assignment, is_finite, resolved_config
 
+    epochs = spec.train.epochs
+    base = epoch_seconds(resolved_config(spec, {}))
     if is_finite(spec) and spec.search.name == "grid":
         seconds = sum(
-            epoch_seconds(resolved_config(spec, values)) * spec.train.epochs * len(spec.seeds)
+            epoch_seconds(resolved_config(spec, values)) * epochs * len(spec.seeds)
             for values in arms(spec)
         )
     else:
-        base = resolved_config(spec, {})
-        seconds = expected_trials(spec) * spec.train.epochs * epoch_seconds(base)
+        seconds = expected_trials(spec) * epochs * base
+    if spec.confirm is not None:
+        baseline = flatten_assignment(spec.confirm.baseline or spec.baseline or {})
+        per_seed = spec.confirm.top_k * base + epoch_seconds(resolved_config(spec, baseline))
+        seconds += per_seed * epochs * len(spec.confirm.seeds)
     return seconds / 3600
