@@ -2,8 +2,11 @@
 
 Five published methods on current PyTorch, CPU and GPU: ENorm, Riemannian BN
 optimizers (SGD-G, Adam-G), BN-init, ALI-G, and normalization in Neural ODEs
-(``normlib.ode``). normlib depends on torch and torchvision only.
+(``normlib.ode``). normlib depends on torch and torchvision only (and scipy for
+``normlib.stats``, imported on first use so that training processes skip it).
 """
+
+import importlib
 
 from normlib.alig import AliG, l2_projection
 from normlib.bninit import InputNorm, ScaleBatchNorm1d, ScaleBatchNorm2d, bn_param_groups
@@ -11,7 +14,6 @@ from normlib.enorm import ENorm
 from normlib.models import construct_network
 from normlib.riemannian import SGDG, AdamG, grassmann_param_groups
 from normlib.seeding import make_complex, make_deterministic
-from normlib.stats import holm, paired_ttest, power, seeds_needed, wilcoxon
 
 __all__ = [
     "AdamG",
@@ -33,3 +35,11 @@ __all__ = [
     "seeds_needed",
     "wilcoxon",
 ]
+
+_STATS = ("holm", "paired_ttest", "power", "seeds_needed", "wilcoxon")
+
+
+def __getattr__(name: str):
+    if name in _STATS:
+        return getattr(importlib.import_module("normlib.stats"), name)
+    raise AttributeError(f"module 'normlib' has no attribute {name!r}")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 from collections import OrderedDict
 
-import torchvision
 from torch import nn
 
 from normlib.bninit import InputNorm, ScaleBatchNorm2d
@@ -55,6 +54,8 @@ def construct_network(
             raise ValueError(f"{arg} must be an int >= 1, got {value!r}")
     # ScaleBatchNorm2d rejects bn_weight <= 0 when torchvision builds the first BN.
     norm_layer = functools.partial(ScaleBatchNorm2d, bn_weight=bn_weight)
+    import torchvision  # imported here: it costs ~2 s in every process that builds no ResNet
+
     resnet = getattr(torchvision.models, name)(
         weights=None, num_classes=num_classes, norm_layer=norm_layer
     )
