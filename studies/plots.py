@@ -148,7 +148,7 @@ def curves_plot(comparison: Comparison, path: str | Path) -> Path:
             label = f"{arm} (baseline)" if is_base else arm
             style = "--" if is_base else "-"
             ax.plot(epochs, means, color=color, marker="o", markersize=3.5, linestyle=style,
-                    label=f"{label}, n = {len(histories)}")  # fmt: skip
+                    label=_wrap(f"{label}, n = {len(histories)}", 45))  # fmt: skip
             lower = [m - s for m, s in zip(means, sds, strict=True)]
             upper = [m + s for m, s in zip(means, sds, strict=True)]
             ax.fill_between(epochs, lower, upper, color=color, alpha=0.15, linewidth=0)
