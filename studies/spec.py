@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
 DEFAULT_STORAGE = "./normstudy-results"
@@ -282,6 +290,15 @@ class TrackingSpec(Strict):
     experiment: str | None = None
 
 
+def _distinct(seeds: list[int]) -> list[int]:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("seeds must be distinct")
+    return seeds
+
+
+Seeds = Annotated[list[int], AfterValidator(_distinct)]
+
+
 class ConfirmSpec(Strict):
     """Second stage of a two-stage study: the search stage's best arms on paired seeds.
 
@@ -291,18 +308,12 @@ class ConfirmSpec(Strict):
     """
 
     top_k: int = Field(1, ge=1)
-    seeds: list[int] = Field(min_length=2)
+    seeds: Seeds = Field(min_length=2)
     metric: MetricSpec = Field(default_factory=lambda: MetricSpec(name="test_acc", mode="max"))
     baseline: dict[str, Any] | None = Field(
         None, description="the baseline arm (paths -> values); default: the study's baseline"
     )
 
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError("seeds must be distinct")
-        return seeds
 
 
 class StudySpec(TrialConfig):
@@ -316,7 +327,7 @@ class StudySpec(TrialConfig):
         "crossed with the sweep and the seeds",
     )
     sweep: dict[str, SweepDomain] = Field(default_factory=dict)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
     baseline: dict[str, Any] | None = None
     metric: MetricSpec = Field(default_factory=MetricSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
@@ -359,12 +370,6 @@ class StudySpec(TrialConfig):
                 )
         return sweep
 
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError("seeds must be distinct")
-        return seeds
 
     def trial_config(self) -> dict[str, Any]:
         """The base trial config as plain data (sweep values not yet applied)."""

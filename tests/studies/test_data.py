@@ -23,14 +23,6 @@ from studies.data import (
 from studies.spec import SpecError, load_spec
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_digits_splits_are_fixed_disjoint_and_complete():
     a = load_splits({"name": "digits", "val_fraction": 0.1, "split_seed": 0})
     b = load_splits({"name": "digits", "val_fraction": 0.1, "split_seed": 0})

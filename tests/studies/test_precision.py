@@ -23,14 +23,6 @@ from studies.trainable import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def config(*overrides, seed=1):
     spec = load_spec("quickstart", ["train.epochs=2", "sweep={}", "baseline=null", *overrides])
     return {**resolved_config(spec, {}), "seed": seed}

@@ -11,14 +11,6 @@ from studies.spec import load_spec
 from studies.trainable import InjectedFault, run_trial
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Recorder:
     """A Session that keeps reports, and can restore from a saved state."""
 
