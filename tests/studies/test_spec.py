@@ -140,4 +140,4 @@ def test_smoke_shrinks_and_keeps_baseline():
     assert spec.name == "quickstart-smoke"
     assert spec.train.epochs <= 2 and len(spec.seeds) == 2
     assert 0 in spec.sweep["enorm.c"].grid and len(spec.sweep["enorm.c"].grid) == 2
-    assert spec.model.kwargs()["width"] <= 8
+    assert spec.model.kwargs()["width"] <= 32
