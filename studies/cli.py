@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from studies.spec import DEFAULT_STORAGE, SpecError, catalog_names, load_spec, read_yaml
 
 EPILOG = """examples:
@@ -69,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=cmd_run)
 
+    submit = commands.add_parser(
+        "submit", help="run a study as a Ray job: the driver runs on the cluster's head node"
+    )
+    spec_args(submit)
+    submit.add_argument("--address", help="Ray job API (dashboard) address; default: "
+                        "RAY_API_SERVER_ADDRESS, else http://127.0.0.1:8265")  # fmt: skip
+    submit.add_argument("--overwrite", action="store_true",
+                        help="replace an existing study of that name on the cluster")
+    submit.add_argument("--wait", action="store_true", help="follow the job's log to the end; "
+                        "exit 0 SUCCEEDED, 1 FAILED, 3 STOPPED")  # fmt: skip
+    submit.set_defaults(handler=cmd_submit)
+
     validate = commands.add_parser("validate", help="check a spec without running it")
     spec_args(validate)
     validate.set_defaults(handler=cmd_validate)
@@ -108,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--no-log", action="store_true",
                          help="do not log the report and plots to the MLflow parent run")
     compare.set_defaults(handler=cmd_compare)
+
+    sync = commands.add_parser(
+        "sync", help="upload to MLflow what it lacks of a study (after a tracking outage)"
+    )
+    sync.add_argument("study", help="study name (under the results directory) or its directory")
+    sync.add_argument("--storage", help=f"results directory (default {DEFAULT_STORAGE})")
+    sync.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's)")
+    sync.set_defaults(handler=cmd_sync)
     return parser
 
 
@@ -118,7 +140,12 @@ def _load(args: argparse.Namespace):
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         overrides.append(f"tracking.uri={uri}")
-    return load_spec(args.spec, overrides, smoke=args.smoke)
+    try:
+        return load_spec(args.spec, overrides, smoke=args.smoke)
+    except yaml.YAMLError as err:  # a --set value that is not YAML
+        where = " ".join(str(err).split())
+        raise SpecError([("--set", f"a value is not valid YAML ({where}); quote it, e.g. "
+                          "--set 'seeds=[1, 2]'")]) from None  # fmt: skip
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -139,6 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from studies.runner import run_study
 
     spec = _load(args)
+    check_storage(spec.storage)  # before Ray starts or anything is written
     print(f"[normstudy] study {spec.name!r}: {trial_count(spec)}")
     outcome = run_study(spec, address=args.address, overwrite=args.overwrite)
     code = report(outcome)
@@ -146,6 +174,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     compare_after_run(outcome)  # prints the table; a failure only warns
     return code
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from studies.submit import submit_study
+
+    spec = _load(args)  # a bad spec stops here: exit 2, nothing submitted
+    return submit_study(spec, address=args.address, overwrite=args.overwrite, wait=args.wait)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -233,14 +268,81 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
+def check_storage(storage: str) -> None:
+    """SpecError unless the results directory exists or can be created, and takes files."""
+    import tempfile
+
+    if "://" in storage:
+        return  # a URI (s3://...): Ray Tune checks it
+    path = Path(storage).expanduser().absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    else:
+        try:  # os.access says yes to root everywhere; only a real write tells
+            Path(tempfile.mkdtemp(prefix=".normstudy-probe-", dir=existing)).rmdir()
+        except OSError as err:
+            problem = f"{existing} does not take new files ({err.strerror or err})"
+    if problem:
+        raise SpecError([("storage", f"results directory {str(path)!r} is not writable: "
+                          f"{problem}; pass --storage with a writable folder (or set "
+                          "`storage:` in the spec)")])  # fmt: skip
+
+
+def check_pairs(args: argparse.Namespace) -> None:
+    """SpecError if the study has no arm with a finished pair to test (nothing is written)."""
+    from studies.compare import SOURCES, check_options, compare, load_trials
+    from studies.runner import find_study, load_study_spec
+
+    try:
+        check_options(args.metric or "val_acc", args.select, args.alpha)
+        folder = find_study(args.study, args.storage)
+    except SpecError:
+        return  # run_comparison reports these in its own words
+    spec = load_study_spec(folder)
+    if args.source not in SOURCES or spec.baseline is None:
+        return
+    comparison = compare(load_trials(folder, spec, args.source), spec, args.metric,
+                         args.select, args.alpha)  # fmt: skip
+    if not any(row.enough for row in comparison.rows):
+        raise SpecError([("study", f"{spec.name!r} has no arm with two finished pairs of "
+                          "trials (arm and baseline on the same seed) to test; let it finish "
+                          f"with `normstudy resume {spec.name}` (add --retry-errored to rerun "
+                          "errored trials), then compare again")])  # fmt: skip
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from studies.compare import print_comparison, run_comparison
 
+    check_pairs(args)
     result = run_comparison(
         args.study, metric=args.metric, select=args.select, alpha=args.alpha,
         source=args.source, storage=args.storage, log=not args.no_log,
     )  # fmt: skip
     print_comparison(result)
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from studies.sync import sync_study
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        result = sync_study(args.study, storage=args.storage, uri=uri)
+    except SpecError:
+        raise
+    except Exception as err:  # the server is still away: say so, no traceback
+        from studies.secrets import redact
+
+        print(f"normstudy: sync of {args.study!r} failed ({type(err).__name__}: "
+              f"{redact(str(err)).splitlines()[0][:300] if str(err) else ''}); is the MLflow "
+              "server up? Nothing was lost; run the same command again once it is.",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"[normstudy] synced {args.study!r}: {result.summary()}")
     return 0
 
 
