@@ -13,8 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from studies.spec import DEFAULT_STORAGE, SpecError, catalog_names, load_spec, read_yaml
 
 EPILOG = """examples:
@@ -140,12 +138,7 @@ def _load(args: argparse.Namespace):
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         overrides.append(f"tracking.uri={uri}")
-    try:
-        return load_spec(args.spec, overrides, smoke=args.smoke)
-    except yaml.YAMLError as err:  # a --set value that is not YAML
-        where = " ".join(str(err).split())
-        raise SpecError([("--set", f"a value is not valid YAML ({where}); quote it, e.g. "
-                          "--set 'seeds=[1, 2]'")]) from None  # fmt: skip
+    return load_spec(args.spec, overrides, smoke=args.smoke)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from studies.secrets import MASK, redact
 from studies.space import FINITE, arm_label, domain_values, explicit_arms, set_path, with_values
 from studies.spec import (
     GridDomain,
@@ -53,7 +54,18 @@ def find_study(name_or_path: str, storage: str | None = None) -> Path:
 
 
 def load_study_spec(folder: Path) -> StudySpec:
-    return parse_spec(read_yaml(folder / SPEC_FILE))
+    """The spec a study ran with. ``study.yaml`` holds no credentials: a tracking URI whose
+    password was masked is taken from ``MLFLOW_TRACKING_URI`` again."""
+    data = read_yaml(folder / SPEC_FILE)
+    uri = (data.get("tracking") or {}).get("uri") or ""
+    if MASK in uri:
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            fix = ("set MLFLOW_TRACKING_URI to the full URI (and keep passwords out of URIs "
+                   "with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)")
+            where = folder / SPEC_FILE
+            raise SpecError([("tracking.uri", f"{where} stores {uri} without its password; {fix}")])
+        data["tracking"]["uri"] = os.environ["MLFLOW_TRACKING_URI"]
+    return parse_spec(data)
 
 
 def tune_domain(domain, search: str):
@@ -215,7 +227,7 @@ def _start(spec: StudySpec, folder: Path) -> StudyOutcome:
 
     folder.mkdir(parents=True, exist_ok=True)
     spec = spec.model_copy(update={"storage": str(folder.parent)})  # resumable from any cwd
-    (folder / SPEC_FILE).write_text(dump_spec(spec))
+    (folder / SPEC_FILE).write_text(redact(dump_spec(spec)))  # no credentials on disk
     total = expected_trials(spec)
     tuner = tune.Tuner(
         trainable_with_resources(spec),

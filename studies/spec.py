@@ -424,7 +424,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         path, sep, raw = item.partition("=")
         if not sep or not path:
             raise SpecError([("--set", f"{item!r} is not of the form path=value")])
-        value = yaml.safe_load(raw) if raw else None
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as err:
+            problem = str(err).splitlines()[0]
+            hint = "quote lists and mappings, e.g. --set 'seeds=[1, 2]'"
+            message = f"{path}: value {raw!r} is not valid YAML ({problem}); {hint}"
+            raise SpecError([("--set", message)]) from None
         keys = path.split(".")
         if keys[0] == "sweep" and len(keys) > 2:  # sweep paths are dotted themselves
             keys = ["sweep", ".".join(keys[1:])]

@@ -121,6 +121,23 @@ def test_redact_uris_and_environment_values():
     assert redact(text, env) == f"s3://u:{MASK}@bucket/x with {MASK} at /root-home-dir"
 
 
+def test_study_yaml_keeps_no_uri_password(tmp_path, monkeypatch):
+    """study.yaml masks a password in tracking.uri; resume takes the URI from the env."""
+    from studies.runner import SPEC_FILE, load_study_spec
+    from studies.spec import SpecError, dump_spec, load_spec
+
+    uri = "http://alice:hunter2222@127.0.0.1:9/"
+    spec = load_spec("quickstart", [f"tracking.uri={uri}"])
+    (tmp_path / SPEC_FILE).write_text(redact(dump_spec(spec)))
+    assert "hunter2222" not in (tmp_path / SPEC_FILE).read_text()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(SpecError) as err:
+        load_study_spec(tmp_path)
+    assert err.value.problems[0][0] == "tracking.uri" and "MLFLOW_TRACKING_URI" in str(err.value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert load_study_spec(tmp_path).tracking.uri == uri
+
+
 def _cluster_yaml() -> list[Path]:
     folder = REPO / "cluster"
     return sorted(p for p in folder.rglob("*") if p.suffix in (".yaml", ".yml"))
