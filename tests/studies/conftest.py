@@ -7,6 +7,8 @@ def ray_local():
     """A local Ray on this machine's 2 cores for one test module, shut down after it."""
     import ray
 
+    if ray.is_initialized():  # a Ray left over by a test of another module
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

@@ -92,7 +92,9 @@ def _result_lines(folder: Path):
 
 
 def test_sigkilled_driver_resumes_without_losing_or_duplicating(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Ray Tune saves its experiment state (which checkpoint each trial has) every 10 s at
+    # first; save it often so that the kill below finds a trial checkpoint recorded.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "0.5"}
     cli = [sys.executable, "-m", "studies.cli"]
     args = [
         "--storage",
@@ -105,6 +107,8 @@ def test_sigkilled_driver_resumes_without_losing_or_duplicating(tmp_path):
         "seeds=[1, 2, 3]",
         "--set",
         "sweep.enorm.c={grid: [0, 1.2]}",
+        "--set",
+        "model.width=512",  # epochs long enough to kill a trial mid-run
     ]
     driver = subprocess.Popen(
         [*cli, "run", "quickstart", *args],
