@@ -21,3 +21,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _study_runs(storage, experiment: str):
+    """(client, parent runs, trial runs) of an experiment in the default MLflow store."""
+    from mlflow import MlflowClient
+
+    from studies.tracking import default_tracking_uri
+
+    client = MlflowClient(default_tracking_uri(storage))
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("normstudy.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("normstudy.role") == "trial"]
+    return client, parents, children
+
+
+@pytest.fixture
+def study_runs():
+    """``study_runs(storage, experiment)`` -> (client, parent runs, trial runs)."""
+    return _study_runs

@@ -1,7 +1,6 @@
 """The study catalog: every study validates, carries its paper's numbers, and runs with --smoke."""
 
 import time
-from pathlib import Path
 
 import pytest
 
@@ -508,19 +507,6 @@ def test_list_shows_trials_and_gpu_hours_for_every_study(capsys, tmp_path):
 # Every study end to end with --smoke: real Ray, real MLflow, a comparison
 
 
-def trial_runs(storage: Path, experiment: str):
-    from mlflow import MlflowClient
-
-    from studies.tracking import default_tracking_uri
-
-    client = MlflowClient(default_tracking_uri(storage))
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("normstudy.role") == "study"]
-    children = [r for r in runs if r.data.tags.get("normstudy.role") == "trial"]
-    return parents, children
-
-
 SMOKE_SECONDS: dict[str, float] = {}
 
 
@@ -538,7 +524,9 @@ def smoke_storage(tmp_path_factory):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("name", CATALOG)
-def test_study_runs_end_to_end_with_smoke(name, smoke_storage, ray_local, record_property):
+def test_study_runs_end_to_end_with_smoke(
+    name, smoke_storage, ray_local, record_property, study_runs
+):
     from studies.compare import run_comparison
     from studies.runner import run_study
 
@@ -555,7 +543,7 @@ def test_study_runs_end_to_end_with_smoke(name, smoke_storage, ray_local, record
     stage = outcome.spec
     assert stage.name == (f"{spec.name}-confirm" if confirm else spec.name)
     assert outcome.counts == {"finished": confirm or search}
-    parents, children = trial_runs(smoke_storage, spec.experiment_name)
+    _, parents, children = study_runs(smoke_storage, spec.experiment_name)
     assert len(parents) == (2 if confirm else 1)  # one MLflow parent run per stage
     assert len(children) == search + confirm
     assert {run.info.status for run in children} == {"FINISHED"}

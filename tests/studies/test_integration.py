@@ -10,22 +10,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from studies.runner import run_study
 from studies.spec import load_spec
-from studies.tracking import default_tracking_uri
 
 pytestmark = pytest.mark.integration
-
-
-def runs_of(storage: Path, experiment: str):
-    client = MlflowClient(default_tracking_uri(storage))
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("normstudy.role") == "study"]
-    children = [r for r in runs if r.data.tags.get("normstudy.role") == "trial"]
-    return client, parents, children
 
 
 def small(tmp_path, *overrides):
@@ -34,7 +23,7 @@ def small(tmp_path, *overrides):
     ])  # fmt: skip
 
 
-def test_grid_study_tracks_every_trial_and_survives_divergence(tmp_path, ray_local):
+def test_grid_study_tracks_every_trial_and_survives_divergence(tmp_path, ray_local, study_runs):
     spec = small(
         tmp_path,
         "name=grid4",
@@ -45,7 +34,7 @@ def test_grid_study_tracks_every_trial_and_survives_divergence(tmp_path, ray_loc
     )
     outcome = run_study(spec)
     assert outcome.counts == {"finished": 2, "diverged": 2}
-    client, parents, children = runs_of(tmp_path, "grid4")
+    client, parents, children = study_runs(tmp_path, "grid4")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 4
     assert {r.info.status for r in children} == {"FINISHED"}
@@ -62,7 +51,7 @@ def test_grid_study_tracks_every_trial_and_survives_divergence(tmp_path, ray_loc
     assert "study.yaml" in artifacts
 
 
-def test_optuna_search_with_asha(tmp_path, ray_local):
+def test_optuna_search_with_asha(tmp_path, ray_local, study_runs):
     spec = small(
         tmp_path,
         "name=optuna4",
@@ -76,7 +65,7 @@ def test_optuna_search_with_asha(tmp_path, ray_local):
     )
     outcome = run_study(spec)
     assert sum(outcome.counts.values()) == 4 and "errored" not in outcome.counts
-    _, parents, children = runs_of(tmp_path, "optuna4")
+    _, parents, children = study_runs(tmp_path, "optuna4")
     assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
     lrs = {float(r.data.params["optimizer.lr"]) for r in children}
     assert len(lrs) == 4 and all(0.01 <= lr <= 0.3 for lr in lrs)
@@ -91,7 +80,7 @@ def _result_lines(folder: Path):
     return lines
 
 
-def test_sigkilled_driver_resumes_without_losing_or_duplicating(tmp_path):
+def test_sigkilled_driver_resumes_without_losing_or_duplicating(tmp_path, study_runs):
     # Ray Tune saves its experiment state (which checkpoint each trial has) every 10 s at
     # first; save it often so that the kill below finds a trial checkpoint recorded.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "0.5"}
@@ -156,7 +145,7 @@ def test_sigkilled_driver_resumes_without_losing_or_duplicating(tmp_path):
         epochs = [x["epoch"] for x in lines]
         assert epochs[-4:] == [1, 2, 3, 4] or sorted(set(epochs)) == [1, 2, 3, 4]
 
-    client, parents, children = runs_of(tmp_path, "killme")
+    client, parents, children = study_runs(tmp_path, "killme")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 6
     assert len({r.data.tags["normstudy.trial_id"] for r in children}) == 6

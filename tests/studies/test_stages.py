@@ -6,7 +6,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from mlflow import MlflowClient
 
 from studies.cli import main
 from studies.compare import run_comparison
@@ -14,7 +13,6 @@ from studies.runner import expected_trials, find_study, resume_study, run_study
 from studies.space import arm_of, arms, is_baseline, resolve_arm, resolved_config
 from studies.spec import SpecError, dump_spec, load_spec
 from studies.stages import confirm_spec, rank_arms, total_trials
-from studies.tracking import default_tracking_uri
 
 TWO_STAGE = [
     "train.epochs=2",
@@ -148,14 +146,10 @@ def test_confirm_spec_needs_a_finished_arm(tmp_path):
 # End to end
 
 
-def stage_runs(storage: Path, experiment: str):
-    client = MlflowClient(default_tracking_uri(storage))
-    exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id], max_results=1000)
-
-
 @pytest.mark.integration
-def test_two_stage_study_runs_both_stages_and_compares_the_confirm_stage(tmp_path, ray_local):
+def test_two_stage_study_runs_both_stages_and_compares_the_confirm_stage(
+    tmp_path, ray_local, study_runs
+):
     spec = two_stage(tmp_path, "name=twostage")
     outcome = run_study(spec)
     assert outcome.spec.name == "twostage-confirm"
@@ -164,7 +158,8 @@ def test_two_stage_study_runs_both_stages_and_compares_the_confirm_stage(tmp_pat
     assert len(list(search_dir.glob("trial_*"))) == 3
     assert len(list(confirm_dir.glob("trial_*"))) == 4
 
-    runs = stage_runs(tmp_path, "twostage")
+    _, parents, children = study_runs(tmp_path, "twostage")
+    runs = parents + children
     roles = Counter((r.data.tags["normstudy.role"], r.data.tags["normstudy.stage"]) for r in runs)
     assert roles == {("study", "search"): 1, ("trial", "search"): 3,
                      ("study", "confirm"): 1, ("trial", "confirm"): 4}  # fmt: skip
@@ -194,7 +189,8 @@ def test_two_stage_study_runs_both_stages_and_compares_the_confirm_stage(tmp_pat
     # Resuming a finished two-stage study adds nothing and duplicates nothing.
     again = resume_study("twostage", storage=str(tmp_path))
     assert again.folder == confirm_dir and again.counts == {"finished": 4}
-    assert len(stage_runs(tmp_path, "twostage")) == len(runs)
+    _, parents, children = study_runs(tmp_path, "twostage")
+    assert len(parents + children) == len(runs)
 
 
 @pytest.mark.integration
