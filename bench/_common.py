@@ -8,6 +8,7 @@ bracketed by ``torch.cuda.synchronize``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -47,6 +48,14 @@ def check_models(names: Sequence[str]) -> list[str]:
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; choose from {sorted(MODEL_SECTIONS)}")
     return list(names)
+
+
+def timing_arguments(parser: argparse.ArgumentParser, repeats: int, what: str) -> None:
+    """The options every timing benchmark takes: --device, --repeats, --threads, --out."""
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--repeats", type=int, default=repeats, help=f"timed {what}")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--out", type=Path, default=None)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -142,9 +151,12 @@ def _cell(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, (int, float)) else str(value)
 
 
-def write_json(name: str, payload: dict[str, Any], out: Path | None = None) -> Path:
+def write_json(name: str, device: torch.device, settings: dict[str, Any],
+               rows: Sequence[dict[str, Any]], out: Path | None = None) -> Path:
+    """``bench/results/<name>.json``: the machine, the run's settings, the table rows."""
     path = out or RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine(device), **settings, "rows": list(rows)}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {path}")
     return path

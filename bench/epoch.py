@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +37,10 @@ from _common import (
     MODEL_SECTIONS,
     build_model,
     check_models,
-    machine,
     print_table,
     resolve_device,
     sync,
+    timing_arguments,
     write_json,
 )
 from PIL import Image
@@ -145,14 +144,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=None,
                         help=f"of {sorted(MODEL_SECTIONS)} (default: all five on CUDA, "
                         f"{' '.join(CPU_MODELS)} on CPU)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--images", type=int, default=None,
                         help="images per epoch (default 10000 on CUDA, 256 on CPU)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="seed loop's DataLoader workers")
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per loop")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--out", type=Path, default=None)
+    timing_arguments(parser, repeats=3, what="epochs per loop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -181,15 +177,9 @@ def main() -> None:
           f"median of {args.repeats}")
     print_table([("model", ""), ("ours_s", ".2f"), ("seed_s", ".2f"), ("ours_img_s", ".0f"),
                  ("seed_img_s", ".0f"), ("ratio", ".2f")], rows)
-    write_json("epoch", {
-        "machine": machine(device),
-        "images": n_images,
-        "batch": args.batch,
-        "workers": args.workers,
-        "repeats": args.repeats,
-        "models": {name: MODEL_SECTIONS[name] for name in models},
-        "rows": rows,
-    }, args.out)
+    settings = {"images": n_images, "batch": args.batch, "workers": args.workers,
+                "repeats": args.repeats, "models": {n: MODEL_SECTIONS[n] for n in models}}
+    write_json("epoch", device, settings, rows, args.out)
 
 
 if __name__ == "__main__":

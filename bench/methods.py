@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import copy
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -42,10 +41,10 @@ from _common import (
     MODEL_SECTIONS,
     build_model,
     check_models,
-    machine,
     print_table,
     resolve_device,
     round_robin,
+    timing_arguments,
     write_json,
 )
 from torch import nn
@@ -151,12 +150,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
                         help=f"of {sorted(MODEL_SECTIONS)}")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--batch", type=int, default=None,
                         help="images per training step (default 128 on CUDA, 32 on CPU)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed method steps")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--out", type=Path, default=None)
+    timing_arguments(parser, repeats=20, what="method steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -168,13 +164,9 @@ def main() -> None:
           f"median of {args.repeats}")
     print_table([("model", ""), ("method", ""), ("step_ms", ".2f"), ("x_sgd_step", ".2f"),
                  ("train_ms", ".1f"), ("x_sgd_train", ".3f")], rows)
-    write_json("methods", {
-        "machine": machine(device),
-        "batch": batch,
-        "repeats": args.repeats,
-        "models": {name: MODEL_SECTIONS[name] for name in models},
-        "rows": rows,
-    }, args.out)
+    models_used = {name: MODEL_SECTIONS[name] for name in models}
+    write_json("methods", device, {"batch": batch, "repeats": args.repeats,
+                                   "models": models_used}, rows, args.out)  # fmt: skip
 
 
 if __name__ == "__main__":

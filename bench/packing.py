@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import build_model, machine, print_table, resolve_device, sync, write_json
+from _common import build_model, print_table, resolve_device, sync, write_json
 
 STUDY_TRIALS = 16
 MODELS = ("odenet4-16", "fc-15x500")
@@ -98,14 +98,8 @@ def main() -> None:
           f"{args.batch} per trial, k trial processes sharing {shared}")
     print_table([("k", "d"), ("round_s", ".1f"), ("study_s", ".0f"),
                  ("trials_per_hour", ".0f"), ("x_first_k", ".2f")], rows)
-    write_json("packing", {
-        "machine": machine(device),
-        "model": args.model,
-        "steps": args.steps,
-        "batch": args.batch,
-        "shared": shared,
-        "rows": rows,
-    }, args.out)
+    settings = {"model": args.model, "steps": args.steps, "batch": args.batch, "shared": shared}
+    write_json("packing", device, settings, rows, args.out)
 
 
 if __name__ == "__main__":
