@@ -1,7 +1,8 @@
 """``normstudy``: run, resume, inspect and compare hyperparameter studies.
 
 Exit codes: 0 success, 1 the study ran but trials errored, 2 bad input
-(nothing was started or written).
+(nothing was started or written), 130 interrupted by Ctrl-C / SIGTERM (resume
+continues it).
 """
 
 from __future__ import annotations
@@ -9,12 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from studies.spec import DEFAULT_STORAGE, SpecError, catalog_names, load_spec, read_yaml
 
+INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 EPILOG = """examples:
   normstudy run quickstart                      # the offline ENorm study (3 min on a laptop)
   normstudy run my-study.yaml --set train.epochs=5 --set 'seeds=[1,2]'
@@ -30,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
     try:
         return args.handler(args)
     except SpecError as err:
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("normstudy: interrupted; continue with `normstudy resume NAME`", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,11 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_storage(spec.storage)  # before Ray starts or anything is written
     print(f"[normstudy] study {spec.name!r}: {trial_count(spec)}")
     outcome = run_study(spec, address=args.address, overwrite=args.overwrite)
-    code = report(outcome)
-    from studies.compare import compare_after_run
-
-    compare_after_run(outcome)  # prints the table; a failure only warns
-    return code
+    return finish(outcome)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -181,26 +183,69 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     outcome = resume_study(args.study, address=args.address, retry_errored=args.retry_errored,
                            storage=args.storage)  # fmt: skip
-    code = report(outcome)
-    from studies.compare import compare_after_run
+    return finish(outcome)
 
-    compare_after_run(outcome)  # prints the table; a failure only warns
+
+def finish(outcome) -> int:
+    """Report a study that ended and compare its arms (not after an interruption)."""
+    code = report(outcome)
+    if code != INTERRUPTED:
+        from studies.compare import compare_after_run
+
+        compare_after_run(outcome)  # prints the table; a failure only warns
     return code
 
 
+def storage_flag(outcome) -> str:
+    """`` --storage DIR`` unless the study is in the default results directory."""
+    default = Path(os.environ.get("NORMSTUDY_STORAGE", DEFAULT_STORAGE)).resolve()
+    parent = outcome.folder.parent
+    return "" if parent.resolve() == default else f" --storage '{parent}'"
+
+
 def report(outcome) -> int:
+    """Print the outcome; the exit code: 0 done, 1 trials errored, 130 interrupted."""
     counts = ", ".join(f"{n} {state}" for state, n in sorted(outcome.counts.items()))
+    if outcome.interrupted:
+        print(f"[normstudy] study {outcome.spec.name!r} interrupted after "
+              f"{outcome.seconds:.0f}s: {counts}", file=sys.stderr)  # fmt: skip
+        print(f"[normstudy] nothing is lost; continue with `normstudy resume "
+              f"{outcome.spec.confirm_of or outcome.spec.name}{storage_flag(outcome)}`",
+              file=sys.stderr)  # fmt: skip
+        return INTERRUPTED
     print(f"[normstudy] study {outcome.spec.name!r} done in {outcome.seconds:.0f}s: {counts}")
     print(f"[normstudy] results: {outcome.folder}")
     experiment = outcome.spec.experiment_name
     print(f"[normstudy] MLflow:  {outcome.tracking_uri} (experiment {experiment!r})")
+    page = study_runs_page(outcome.tracking_uri, experiment)
     if outcome.tracking_uri.startswith("sqlite:"):
-        print(f"[normstudy] browse:  normstudy ui --storage {outcome.folder.parent}")
+        print(f"[normstudy] browse:  normstudy ui --storage '{outcome.folder.parent}', then")
+        print(f"[normstudy]          {page or 'http://127.0.0.1:5000'}")
+    elif page:
+        print(f"[normstudy] browse:  {page}")
     if outcome.counts.get("errored"):
         name = outcome.spec.name
         print(f"[normstudy] rerun errored trials: normstudy resume {name} --retry-errored")
         return 1
     return 0
+
+
+def study_runs_page(uri: str, experiment: str) -> str | None:
+    """The runs page of a study's experiment in the MLflow UI (``normstudy ui``'s address for
+    the embedded store); None when MLflow cannot say."""
+    from mlflow import MlflowClient
+
+    from studies.secrets import redact
+    from studies.tracking import runs_page
+
+    try:
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    except Exception:  # noqa: BLE001 - an unreachable server only loses the hint
+        return None
+    if found is None:
+        return None
+    base = redact(uri) if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return runs_page(base, found.experiment_id)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -232,12 +277,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def trial_states(folder: Path) -> dict[str, int]:
-    """Count trials by their last reported result: finished, diverged, incomplete."""
-    spec_epochs = read_yaml(folder / "study.yaml").get("train", {}).get("epochs")
+    """Count trials by their last reported result: finished, diverged, incomplete. A last line
+    cut short by a crash or a full disk counts as incomplete."""
+    spec_epochs = (read_yaml(folder / "study.yaml").get("train") or {}).get("epochs")
     states: dict[str, int] = {}
     for result_file in folder.glob("*/result.json"):
-        lines = result_file.read_text().strip().splitlines()
-        last = json.loads(lines[-1]) if lines else {}
+        try:
+            lines = result_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            last = json.loads(lines[-1]) if lines else {}
+        except (OSError, json.JSONDecodeError):
+            last = {}
+        last = last if isinstance(last, dict) else {}
         if last.get("diverged"):
             state = "diverged"
         elif last.get("epoch") == spec_epochs or last.get("done"):
@@ -249,16 +299,73 @@ def trial_states(folder: Path) -> dict[str, int]:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from studies.tracking import default_tracking_uri
+    """Serve the MLflow UI of the default store on 127.0.0.1 until Ctrl-C or SIGTERM, which
+    stop the server and every process it started (its own process group)."""
+    from studies.tracking import default_tracking_uri, runs_page
 
     storage = Path(args.storage)
     if not (storage / "mlflow.db").is_file():
         raise SpecError([("--storage", f"no MLflow store in {storage} (run a study first)")])
+    check_port_free(args.port)
     uri = default_tracking_uri(storage)
-    print(f"[normstudy] MLflow UI at http://127.0.0.1:{args.port} (store {uri}); Ctrl-C to stop")
+    base = f"http://127.0.0.1:{args.port}"
+    print(f"[normstudy] MLflow UI at {base} (store {uri}); Ctrl-C to stop", flush=True)
+    for name, experiment_id in study_experiments(uri):
+        print(f"[normstudy]   {name}: {runs_page(base, experiment_id)}", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", "127.0.0.1", "--port", str(args.port)]  # fmt: skip
-    return subprocess.call(command)
+    server = subprocess.Popen(command, start_new_session=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_group(server)
+
+
+def study_experiments(uri: str) -> list[tuple[str, str]]:
+    """(name, id) of the experiments in a store, oldest first; the Default one left out."""
+    from mlflow import MlflowClient
+
+    experiments = MlflowClient(tracking_uri=uri).search_experiments()
+    return [(e.name, e.experiment_id) for e in sorted(experiments, key=lambda e: e.creation_time)
+            if e.name != "Default"]  # fmt: skip
+
+
+def check_port_free(port: int) -> None:
+    if not 0 < port < 65536:
+        raise SpecError([("--port", f"{port} is not a TCP port (1-65535)")])
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise SpecError([("--port", f"127.0.0.1:{port} is in use; pass --port with a free "
+                              "port, e.g. --port 5001")]) from None  # fmt: skip
+
+
+def stop_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM a process started in its own session, and all it started; SIGKILL stragglers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.monotonic() + grace_s  # the leader is gone; wait for its group
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def check_storage(storage: str) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studies.secrets import MASK, redact
+from studies.secrets import MASK
 from studies.space import FINITE, arm_label, domain_values, explicit_arms, set_path, with_values
 from studies.spec import (
     GridDomain,
@@ -154,6 +156,11 @@ def connect_ray(address: str | None) -> None:
     else:
         ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False,
                  configure_logging=False)  # fmt: skip
+    # Ray's core replaces the SIGTERM handler with one that aborts the process; a SIGTERM
+    # (a process manager, `timeout`) stops the study like Ctrl-C instead: Ray Tune saves its
+    # state and ends the trials, and `normstudy resume` continues.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
 
 
 def reuse_actors() -> bool:
@@ -187,6 +194,11 @@ class StudyOutcome:
     counts: dict[str, int]
     tracking_uri: str
     seconds: float
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped before every trial ended (Ctrl-C, SIGTERM): ``resume`` continues it."""
+        return bool(self.counts.get("unfinished"))
 
 
 def _prepare_env() -> None:
@@ -227,7 +239,7 @@ def _start(spec: StudySpec, folder: Path) -> StudyOutcome:
 
     folder.mkdir(parents=True, exist_ok=True)
     spec = spec.model_copy(update={"storage": str(folder.parent)})  # resumable from any cwd
-    (folder / SPEC_FILE).write_text(redact(dump_spec(spec)))  # no credentials on disk
+    (folder / SPEC_FILE).write_text(dump_spec(spec), encoding="utf-8")  # no credentials
     total = expected_trials(spec)
     tuner = tune.Tuner(
         trainable_with_resources(spec),
@@ -288,7 +300,7 @@ def _resume(spec: StudySpec, folder: Path, retry_errored: bool) -> StudyOutcome:
 def _next_stage(outcome: StudyOutcome, address: str | None, retry_errored: bool = False):
     """After a search stage: start (or resume) its confirm stage."""
     spec = outcome.spec
-    if spec.confirm is None:
+    if spec.confirm is None or outcome.interrupted:
         return outcome
     folder = outcome.folder.parent / confirm_name(spec)
     if (folder / SPEC_FILE).is_file():
@@ -310,16 +322,17 @@ def _next_stage(outcome: StudyOutcome, address: str | None, retry_errored: bool 
 
 
 def _fit(tuner, spec: StudySpec, folder: Path) -> StudyOutcome:
+    """Fit the Tuner; trials are counted from the experiment state Ray Tune saved last, so a
+    run stopped by SIGINT / SIGTERM (Ray Tune ends it and saves its state) is ``interrupted``."""
+    from studies.sync import trial_statuses
+
     started = time.time()
     grid = tuner.fit()
+    diverged = {r.metrics.get("trial_id") for r in grid if (r.metrics or {}).get("diverged")}
     counts: dict[str, int] = {}
-    for result in grid:
-        state = (
-            "errored"
-            if result.error
-            else "diverged"
-            if (result.metrics or {}).get("diverged")
-            else "finished"
-        )
+    for trial_id, status in trial_statuses(folder).items():
+        state = {"TERMINATED": "finished", "ERROR": "errored"}.get(status, "unfinished")
+        if state == "finished" and trial_id in diverged:
+            state = "diverged"
         counts[state] = counts.get(state, 0) + 1
     return StudyOutcome(spec, folder, counts, tracking_uri(spec), time.time() - started)

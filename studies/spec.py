@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from studies.secrets import mask_value
+
 CATALOG_DIR = Path(__file__).parent / "catalog"
 DEFAULT_STORAGE = "./normstudy-results"
 TRIAL_SECTIONS = ("dataset", "model", "optimizer", "enorm", "bn", "schedule", "train")
@@ -409,7 +411,7 @@ def catalog_names() -> list[str]:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise SpecError([("", f"{path} is not valid YAML: {err}")]) from None
     if not isinstance(data, dict):
@@ -491,5 +493,10 @@ def load_spec(
     return parse_spec(data)
 
 
-def dump_spec(spec: StudySpec) -> str:
-    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
+def dump_spec(spec: StudySpec, masked: bool = True) -> str:
+    """The spec as YAML; ``masked`` (for anything written to disk or MLflow) replaces
+    credentials by ``***`` in the values, so the YAML always reads back."""
+    data = spec.model_dump(mode="json", exclude_none=True)
+    if masked:
+        data = mask_value(data)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

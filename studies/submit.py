@@ -108,7 +108,7 @@ def submit_study(spec: StudySpec, address: str | None = None, overwrite: bool = 
     address = getattr(client, "_address", address)  # the URL Ray resolved
     submission_id = f"normstudy-{spec.name}-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="normstudy-job-") as folder:
-        (Path(folder) / SPEC_FILE).write_text(dump_spec(spec))
+        (Path(folder) / SPEC_FILE).write_text(dump_spec(spec, masked=False))  # keeps its URI
         job_id = client.submit_job(
             entrypoint=entrypoint(overwrite),
             runtime_env=runtime_env(folder),

@@ -121,8 +121,11 @@ def reconcile(tracker: StudyTracker, folder: Path, statuses: dict[str, str]) -> 
         if record.rows:
             tracker._last_epoch[record.trial_id] = max(record.rows)
         status = _status(record, statuses.get(record.trial_id), tracker.spec.train.epochs)
-        if tracker.client.get_run(run_id).info.status != status:
-            tracker.client.update_run(run_id, status=status)
+        info = tracker.client.get_run(run_id).info
+        if info.status != status or (status != "RUNNING" and not info.end_time):
+            last = record.rows.get(max(record.rows, default=-1), {})
+            end = int(last["timestamp"]) * 1000 if "timestamp" in last else None
+            tracker.set_status(run_id, status, end)
             report.statuses_set += 1
     return report
 
@@ -146,8 +149,9 @@ def sync_study(study: str, storage: str | None = None, uri: str | None = None) -
     statuses = trial_statuses(folder)
     report = reconcile(tracker, folder, statuses)
     status = study_status(statuses)
-    if tracker.client.get_run(tracker.parent_id).info.status != status:
-        tracker.client.update_run(tracker.parent_id, status=status)
+    info = tracker.client.get_run(tracker.parent_id).info
+    if info.status != status or not info.end_time:
+        tracker.set_status(tracker.parent_id, status)
         report.statuses_set += 1
     comparison = folder / "comparison"
     if comparison.is_dir():

@@ -45,6 +45,8 @@ from studies.spec import TRIAL_SECTIONS, StudySpec, dump_spec
 log = logging.getLogger(__name__)
 
 ROLE, STUDY, TRIAL_ID = "normstudy.role", "normstudy.study", "normstudy.trial_id"
+# The MLflow UI opens an experiment of this kind on its runs table (not the GenAI overview).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 STAGE = "normstudy.stage"  # study, or search / confirm in a two-stage study
 VERSION_TAG = "normstudy.version."  # + library name
 VERSIONED = ("normstudy", "torch", "ray", "mlflow", "optuna")
@@ -72,6 +74,11 @@ def default_tracking_uri(study_root: Path) -> str:
 
 def tracking_uri(spec: StudySpec) -> str:
     return spec.tracking.uri or default_tracking_uri(Path(spec.storage))
+
+
+def runs_page(base_url: str, experiment_id: str) -> str:
+    """The MLflow UI page that lists an experiment's runs."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
 
 
 def library_versions() -> dict[str, str]:
@@ -150,14 +157,19 @@ class StudyTracker:
             location = None
             if "://" not in self.spec.storage and self.uri.startswith("sqlite:"):
                 location = (Path(self.spec.storage) / "mlartifacts" / name).resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(name, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(
+                name, artifact_location=location, tags=EXPERIMENT_TAGS
+            )
         else:
             self.experiment_id = experiment.experiment_id
+            for key, value in EXPERIMENT_TAGS.items():
+                if experiment.tags.get(key) != value:  # made by an older normstudy
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
         found = self._search(f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{self.spec.name}'")
         if found:
             parent_id = found[0].info.run_id
             if running:
-                self.client.update_run(parent_id, status="RUNNING")
+                self.set_status(parent_id, "RUNNING")
         else:
             run = self.client.create_run(
                 self.experiment_id,
@@ -173,10 +185,18 @@ class StudyTracker:
                 },
             )
             parent_id = run.info.run_id
-            self.client.log_text(parent_id, redact(dump_spec(self.spec)), "study.yaml")
+            self.client.log_text(parent_id, dump_spec(self.spec), "study.yaml")
         self._load_trial_runs()
         self.parent_id = parent_id  # last: a failure above retries the whole lookup
         return parent_id
+
+    def set_status(self, run_id: str, status: str, end_time: int | None = None) -> None:
+        """RUNNING, or a final status with its end time (now unless given, in ms), so the UI
+        shows every run's duration."""
+        if status == "RUNNING":
+            self.client.update_run(run_id, status=status)
+        else:
+            self.client.set_terminated(run_id, status, end_time)
 
     def forget_study(self) -> int:
         """Delete this study's runs (``--overwrite``); returns how many were deleted."""
@@ -257,7 +277,7 @@ class StudyTracker:
         known = trial_id in self._runs
         run_id = self.run_id(trial_id, config)
         if known:
-            self.client.update_run(run_id, status="RUNNING")
+            self.set_status(run_id, "RUNNING")
         return run_id
 
     def log_epoch(self, trial_id: str, config: dict[str, Any], result: dict[str, Any],
@@ -280,7 +300,7 @@ class StudyTracker:
     def finish_trial(self, trial_id: str, config: dict[str, Any], status: str,
                      tags: dict[str, str]) -> None:  # fmt: skip
         self.tag_trial(trial_id, config, tags)
-        self.client.update_run(self.run_id(trial_id, config), status=status)
+        self.set_status(self.run_id(trial_id, config), status)
 
     def tag_trial(self, trial_id: str, config: dict[str, Any], tags: dict[str, str]) -> None:
         run_id = self.run_id(trial_id, config)
@@ -289,7 +309,7 @@ class StudyTracker:
 
     def end_study(self, status: str) -> None:
         self.start_study()
-        self.client.update_run(self.parent_id, status=status)
+        self.set_status(self.parent_id, status)
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         self.start_study()
