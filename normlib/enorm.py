@@ -62,84 +62,83 @@ SWEEPS = ("jacobi", "sequential")
 
 
 @dataclass
-class _Pair:
-    """Hidden layer between ``left`` (W_k) and ``right`` (W_{k+1}).
+class _Layer:
+    """One weight W_k seen as ``(out, units, group)``: input unit i owns ``group`` columns.
 
-    The reshaping is precomputed at construction. Unit i is ``left[i]``
-    (l reduces ``left_dims``, every dim but the first) and
-    ``right_view(right)[:, i]`` (r reduces ``right_dims``, every dim but the
-    second). ``block`` is set for a conv -> flatten -> linear transition:
-    the linear weight (out x C*HW) is viewed as out x C x HW, a split of
-    dim 1 that is always a view, so the in-place update reaches the weight.
-    The tensors are the parameters themselves (not ``.data`` snapshots), so
-    ``model.to(...)`` after construction and optimizer-state lookups work.
+    ``group`` is kh*kw for a conv, H*W for a linear after a conv -> flatten
+    (channel-major, as ``torch.flatten`` lays it out) and 1 for a linear after
+    a linear. ``view`` splits only the trailing dims, so it is a view of the
+    parameter (and of its momentum buffer), contiguous or channels_last, and
+    the in-place updates reach them. ``weight`` is the parameter itself (not a
+    ``.data`` snapshot), so ``model.to(...)`` after construction and
+    optimizer-state lookups keep working.
     """
 
-    left_name: str
-    right_name: str
-    left: torch.Tensor
-    right: torch.Tensor
-    bias: torch.Tensor | None
-    left_dims: tuple[int, ...]
-    left_bshape: tuple[int, ...]  # shape of d broadcast against W_k
-    right_dims: tuple[int, ...]
-    right_bshape: tuple[int, ...]  # shape of d broadcast against right_view(W_{k+1})
-    block: tuple[int, int, int] | None  # (out, C, HW) after a flatten, else None
+    name: str
+    weight: torch.Tensor
+    units: int
+    group: int
+    bias: torch.Tensor | None = None  # balanced with the rows (balance_biases)
 
-    def right_view(self, t: torch.Tensor) -> torch.Tensor:
-        return t if self.block is None else t.view(self.block)
+    def view(self, t: torch.Tensor) -> torch.Tensor:
+        return t.view(t.shape[0], self.units, self.group)
 
-    def left_norms(self, p: float) -> torch.Tensor:
-        """l_i = |W_k[i]|_p for every unit."""
-        left = self.left.detach()
-        return torch.linalg.vector_norm(left, ord=p, dim=self.left_dims, dtype=_norm_dtype(left))
+    def columns(self, d: torch.Tensor) -> torch.Tensor:
+        """A factor per input unit as a factor per column, broadcast against ``view``."""
+        if self.group == 1:
+            return d.view(1, -1, 1)
+        return d.repeat_interleave(self.group).view(1, self.units, self.group)
 
-    def right_norms(self, p: float) -> torch.Tensor:
-        """r_i = |W_{k+1}[:, i]|_p for every unit (a block of columns after a flatten)."""
-        right = self.right_view(self.right.detach())
-        return torch.linalg.vector_norm(right, ord=p, dim=self.right_dims,
-                                        dtype=_norm_dtype(right))
+    def norms(self, p: float, rows: bool, cols: bool, scratch: _Scratch):
+        """(l, r): the p-norms of the rows (out) and of the column blocks (units), as asked.
 
-    def factors(self, c: float, p: float) -> torch.Tensor:
-        """d_i = sqrt(r_i / (c * l_i)) for every unit, 1 for dead units."""
-        left = self.left_norms(p)
-        return _factors(left, self.right_norms(p).to(left.device), c)
-
-    def apply(self, d: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
-        """W_k[i] *= d_i, W_{k+1}[:, i] /= d_i (+ bias, + momentum buffers)."""
-        d_left = d.view(self.left_bshape)
-        d_right = d.to(self.right.device).view(self.right_bshape)
-        self.left.mul_(d_left)
-        self.right_view(self.right).div_(d_right)
-        if self.bias is not None:
-            self.bias.mul_(d)
-        if optimizer is None:
-            return
-        # The buffers move the other way: weight * d -> buffer / d.
-        buf = _momentum_buffer(optimizer, self.left)
-        if buf is not None:
-            buf.div_(d_left)
-        buf = _momentum_buffer(optimizer, self.right)
-        if buf is not None:
-            self.right_view(buf).mul_(d_right)
-        if self.bias is not None:
-            buf = _momentum_buffer(optimizer, self.bias)
-            if buf is not None:
-                buf.div_(d)
+        For p = 2 both come from one tensor of squares (written into
+        ``scratch``, reused from layer to layer and cycle to cycle, so no
+        fresh memory is touched): l^2 sums it over (units, group), r^2 over
+        (out, group), each a contiguous reduction (far faster on CPU than
+        ``vector_norm`` across the outer dim). Half-precision weights
+        accumulate in float32.
+        """
+        w = self.view(self.weight.detach())
+        if w.dtype in (torch.float16, torch.bfloat16):
+            w = w.float()
+        if p != 2 or not cols:
+            left = torch.linalg.vector_norm(w, ord=p, dim=(1, 2)) if rows else None
+            right = torch.linalg.vector_norm(w, ord=p, dim=(0, 2)) if cols else None
+            return left, right
+        squares = torch.square(w, out=scratch.like(w))
+        left = squares.sum((1, 2)).sqrt_() if rows else None
+        return left, squares.sum(0).sum(1).sqrt_()
 
 
-def _factors(left: torch.Tensor, right: torch.Tensor, c: float) -> torch.Tensor:
-    """d = sqrt(r / (c l)) elementwise; 1 where l = 0 or r = 0 (dead units)."""
+class _Scratch:
+    """One flat buffer per (device, dtype), grown to the largest tensor asked for."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def like(self, t: torch.Tensor) -> torch.Tensor:
+        """A contiguous tensor of t's shape, dtype and device (contents undefined)."""
+        key = (t.device, t.dtype)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < t.numel():
+            buffer = self._buffers[key] = t.new_empty(t.numel())
+        return buffer[: t.numel()].view(t.shape)
+
+
+def _factors(lefts: list[torch.Tensor], rights: list[torch.Tensor], c: float) -> torch.Tensor:
+    """d = sqrt(r / (c l)) for the units of all pairs at once (on the first pair's device);
+    1 where l = 0 or r = 0 (dead units)."""
+    device = lefts[0].device
+    left = torch.cat([t.to(device) for t in lefts])
+    right = torch.cat([t.to(device) for t in rights])
     alive = (left > 0) & (right > 0)
     return torch.where(alive, (right / (c * left)).sqrt(), torch.ones_like(left))
 
 
-def _norm_dtype(t: torch.Tensor) -> torch.dtype | None:
-    """Accumulate norms of half-precision weights in float32."""
-    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else None
-
-
-def _momentum_buffer(optimizer: torch.optim.Optimizer, param: torch.Tensor):
+def _momentum_buffer(optimizer: torch.optim.Optimizer | None, param: torch.Tensor):
+    if optimizer is None:
+        return None
     state = optimizer.state.get(param)  # .get: never create state entries
     if not state:
         return None
@@ -219,82 +218,107 @@ class ENorm:
         self.balance_last = balance_last
         self.weight_names = [n for n, _ in weights]
 
-        pairs = [
-            _make_pair(weights[k], weights[k + 1], by_name if balance_biases else None)
-            for k in range(len(weights) - 1)
-        ]  # every pair is validated, the last one too
-        self._pairs = pairs if balance_last else pairs[:-1]
+        self._layers = [_Layer(*weights[0], weights[0][1].shape[1], weights[0][1][0, 0].numel())]
+        self._layers += [_make_layer(weights[k], weights[k + 1]) for k in range(len(weights) - 1)]
+        if balance_biases:  # every pair is validated, the last one too
+            for layer in self._layers[:-1]:
+                layer.bias = _bias_of(layer, by_name)
+        self._pairs = len(weights) - 1 if balance_last else len(weights) - 2
+        self._scratch = _Scratch()
 
     @property
     def balanced_pairs(self) -> list[tuple[str, str]]:
         """Names of (W_k, W_{k+1}) for every balanced hidden layer, in order."""
-        return [(pr.left_name, pr.right_name) for pr in self._pairs]
+        names = self.weight_names
+        return [(names[k], names[k + 1]) for k in range(self._pairs)]
 
     @torch.no_grad()
     def factors(self) -> list[torch.Tensor]:
         """The d vectors one jacobi cycle would apply now (no side effect)."""
-        return [pr.factors(self.c, self.p) for pr in self._pairs]
+        return self._jacobi_factors().split(self._units())
 
     @torch.no_grad()
     def step(self) -> None:
         """Perform one ENorm cycle over the balanced hidden layers."""
         if self.sweep == "jacobi":
-            self._jacobi()
-        else:
-            for pr in self._pairs:
-                pr.apply(pr.factors(self.c, self.p), self.optimizer)
-
-    def _jacobi(self) -> None:
-        """All d from one snapshot, then applied with multi-tensor (foreach) ops.
-
-        The norms are one reduction per weight and side; d = sqrt(r / (c l))
-        is computed once for the concatenated units of all pairs; every
-        weight (and buffer) slice is then scaled by one ``torch._foreach_*``
-        call per kind of update instead of one Python call per pair. Pairs on
-        several devices or with norms of mixed dtypes fall back to one pair at
-        a time.
-        """
-        pairs = self._pairs
-        lefts = [pr.left_norms(self.p) for pr in pairs]
-        rights = [pr.right_norms(self.p) for pr in pairs]
-        if len({(t.device, t.dtype) for t in lefts + rights}) > 1:
-            ds = [_factors(left, right.to(left.device), self.c)
-                  for left, right in zip(lefts, rights, strict=True)]
-            for pr, d in zip(pairs, ds, strict=True):
-                pr.apply(d, self.optimizer)
+            d = self._jacobi_factors()
+            self._rescale(0, d.split(self._units()), d.reciprocal().split(self._units()))
             return
-        ds = _factors(torch.cat(lefts), torch.cat(rights), self.c).split(
-            [len(left) for left in lefts]
-        )
-        scale: dict[str, tuple[list, list]] = {"mul": ([], []), "div": ([], [])}
+        for k in range(self._pairs):
+            left, _ = self._layers[k].norms(self.p, True, False, self._scratch)
+            _, right = self._layers[k + 1].norms(self.p, False, True, self._scratch)
+            d = _factors([left], [right], self.c)
+            self._rescale(k, [d], [d.reciprocal()])
 
-        def add(kind: str, target: torch.Tensor | None, d: torch.Tensor) -> None:
-            if target is not None:
-                scale[kind][0].append(target)
-                scale[kind][1].append(d)
+    def _units(self) -> list[int]:
+        return [self._layers[k + 1].units for k in range(self._pairs)]
 
-        for pr, d in zip(pairs, ds, strict=True):
-            d_left, d_right = d.view(pr.left_bshape), d.view(pr.right_bshape)
-            add("mul", pr.left, d_left)
-            add("div", pr.right_view(pr.right), d_right)
-            if pr.bias is not None:
-                add("mul", pr.bias, d)
-            if self.optimizer is not None:
-                # The buffers move the other way: weight * d -> buffer / d.
-                add("div", _momentum_buffer(self.optimizer, pr.left), d_left)
-                buf = _momentum_buffer(self.optimizer, pr.right)
-                add("mul", None if buf is None else pr.right_view(buf), d_right)
-                if pr.bias is not None:
-                    add("div", _momentum_buffer(self.optimizer, pr.bias), d)
-        torch._foreach_mul_(*scale["mul"])
-        torch._foreach_div_(*scale["div"])
+    def _jacobi_factors(self) -> torch.Tensor:
+        """d of every balanced unit (pairs concatenated), all from one snapshot.
+
+        Each weight is read once for its norms: W_k gives l of pair k (rows)
+        and r of pair k - 1 (column blocks).
+        """
+        lefts, rights = [], []
+        for k, layer in enumerate(self._layers[: self._pairs + 1]):
+            left, right = layer.norms(self.p, k < self._pairs, k > 0, self._scratch)
+            lefts += [left] if left is not None else []
+            rights += [right] if right is not None else []
+        return _factors(lefts, rights, self.c)
+
+    def _rescale(self, first: int, ds: list[torch.Tensor], inverses: list[torch.Tensor]) -> None:
+        """W_k <- diag(d_k) W_k diag(1/d_{k-1}) for the pairs k = first, first + 1, ...
+
+        Each weight (and its momentum buffer, with the inverse factors:
+        weight * d -> buffer / d; and a balanced bias) is multiplied by a
+        broadcast row factor and a broadcast column factor (1/d repeated over
+        the unit's block of columns).
+        """
+        last = first + len(ds)
+        updates = []  # (tensor, row factor or None, column factor or None)
+        for k in range(first, last + 1):
+            layer = self._layers[k]
+            d = ds[k - first] if k < last else None
+            inverse = inverses[k - first] if k < last else None
+            prev = (ds[k - first - 1], inverses[k - first - 1]) if k > first else None
+            buffer = _momentum_buffer(self.optimizer, layer.weight)
+            for target, row, col in (
+                (layer.weight, d, None if prev is None else prev[1]),
+                (buffer, inverse, None if prev is None else prev[0]),
+            ):
+                if target is not None:
+                    updates.append((layer.view(target), None if row is None else row.view(-1, 1, 1),
+                                    None if col is None else layer.columns(col)))
+            if layer.bias is not None and d is not None:
+                updates.append((layer.bias, d, None))
+                buffer = _momentum_buffer(self.optimizer, layer.bias)
+                if buffer is not None:
+                    updates.append((buffer, inverse, None))
+        _multiply(updates)
 
 
-def _make_pair(left_nw, right_nw, by_name: dict[str, torch.Tensor] | None) -> _Pair:
-    """Validate that W_k feeds W_{k+1} and precompute the pair's reshaping."""
+def _multiply(updates: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]):
+    """t *= row; t *= col for every (t, row, col).
+
+    On CPU tensor by tensor, so the second multiplication finds t in cache;
+    elsewhere as two ``torch._foreach_mul_`` (rows, then columns): one launch
+    for many tensors.
+    """
+    if all(t.device.type == "cpu" for t, _, _ in updates):
+        for t, row, col in updates:
+            for factor in (row, col):
+                if factor is not None:
+                    t.mul_(factor)
+        return
+    for i in (1, 2):
+        pairs = [(u[0], u[i].to(u[0].device)) for u in updates if u[i] is not None]
+        torch._foreach_mul_([t for t, _ in pairs], [f for _, f in pairs])
+
+
+def _make_layer(left_nw, right_nw) -> _Layer:
+    """W_{k+1} as a ``_Layer``, after checking that W_k feeds it."""
     (ln, lw), (rn, rw) = left_nw, right_nw
-    units = lw.shape[0]
-    fan_in = rw.shape[1]
+    units, fan_in = lw.shape[0], rw.shape[1]
     left_conv, right_conv = lw.dim() > 2, rw.dim() > 2
     if not left_conv and right_conv:
         raise ValueError(
@@ -307,36 +331,23 @@ def _make_pair(left_nw, right_nw, by_name: dict[str, torch.Tensor] | None) -> _P
                 f"ENorm: {ln!r} (out {units} channels) does not feed {rn!r} (in {fan_in}): "
                 f"after a flatten, in_features must be a multiple of the channel count"
             )
-        block = (rw.shape[0], units, fan_in // units)
-    else:
-        block = None
-        if fan_in != units:
-            raise ValueError(
-                f"ENorm: {ln!r} (out {units}) does not feed {rn!r} (in {fan_in}); "
-                "consecutive weights must chain (skip connections are not supported)"
-            )
+        return _Layer(rn, rw, units, fan_in // units)
+    if fan_in != units:
+        raise ValueError(
+            f"ENorm: {ln!r} (out {units}) does not feed {rn!r} (in {fan_in}); "
+            "consecutive weights must chain (skip connections are not supported)"
+        )
+    return _Layer(rn, rw, units, rw[0, 0].numel())
 
-    bias = None
-    if by_name is not None:
-        prefix, dot, last = ln.rpartition(".")
-        bias_name = f"{prefix}{dot}bias" if last == "weight" else None
-        if bias_name is not None and bias_name in by_name:
-            bias = by_name[bias_name]
-            if tuple(bias.shape) != (units,):
-                raise ValueError(
-                    f"ENorm: bias {bias_name!r} has shape {tuple(bias.shape)}, expected ({units},)"
-                )
 
-    right_ndim = 3 if block is not None else rw.dim()
-    return _Pair(
-        left_name=ln,
-        right_name=rn,
-        left=lw,
-        right=rw,
-        bias=bias,
-        left_dims=tuple(range(1, lw.dim())),
-        left_bshape=(units,) + (1,) * (lw.dim() - 1),
-        right_dims=(0,) + tuple(range(2, right_ndim)),
-        right_bshape=(1, units) + (1,) * (right_ndim - 2),
-        block=block,
-    )
+def _bias_of(layer: _Layer, by_name: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """``<prefix>.bias`` next to the layer's ``<prefix>.weight``, if any (shape checked)."""
+    prefix, dot, last = layer.name.rpartition(".")
+    name = f"{prefix}{dot}bias"
+    bias = by_name.get(name) if last == "weight" else None
+    units = layer.weight.shape[0]
+    if bias is not None and tuple(bias.shape) != (units,):
+        raise ValueError(
+            f"ENorm: bias {name!r} has shape {tuple(bias.shape)}, expected ({units},)"
+        )
+    return bias
