@@ -279,6 +279,35 @@ def test_conv_init_is_kaiming_normal_fan_in(resnet18_bn):
     assert checked >= 15
 
 
+@pytest.mark.parametrize("init, bound_of_fan_in", [
+    ("seed", lambda fan_in: math.sqrt(6 / fan_in)),  # kaiming_uniform_, ReLU gain sqrt(2)
+    ("torch", lambda fan_in: 1 / math.sqrt(fan_in)),  # nn.Linear's default
+])
+def test_classifier_init_is_uniform_with_the_bound_of_the_math(init, bound_of_fan_in):
+    torch.manual_seed(0)
+    model = construct_network("resnet18", num_classes=10, classifier_init=init)
+    (fc,) = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    fan_in = fc.weight.shape[1]
+    assert fan_in == 512
+    bound = bound_of_fan_in(fan_in)
+    w = fc.weight.detach()
+    # 5120 draws of U(-b, b): max |w| > 0.99 b except with probability 0.99^5120 ~ 1e-22
+    assert 0.99 * bound < w.abs().max().item() <= bound
+    assert abs(w.std().item() / (bound / math.sqrt(3)) - 1) < 0.05  # std of U(-b, b)
+    assert torch.equal(fc.bias, torch.zeros(10))
+
+
+def test_classifier_init_default_is_the_seed_and_bad_values_are_named():
+    torch.manual_seed(0)
+    default = construct_network("resnet18")
+    torch.manual_seed(0)
+    seed = construct_network("resnet18", classifier_init="seed")
+    assert all(torch.equal(a, b) for a, b in zip(default.parameters(), seed.parameters(),
+                                                   strict=True))
+    with pytest.raises(ValueError, match=r"classifier_init must be one of seed, torch; got 'x'"):
+        construct_network("resnet18", classifier_init="x")
+
+
 def test_large_image_stem_keeps_torchvision_layout():
     net = construct_network("resnet18", image_size=224, in_channels=1, input_norm="none")
     assert isinstance(net, torchvision.models.ResNet)
