@@ -14,6 +14,9 @@ on the differences d_i = method_i - baseline_i:
 * ``wilcoxon``: signed-rank test on the differences, a check that needs no normality.
 * ``holm``: Holm-Bonferroni adjusted p-values when several arms face one baseline.
 * ``power`` / ``seeds_needed``: how many seeds a paired t-test needs to detect d_z.
+* group-sequential confirmation (``normlib.sequential``, re-exported here): ``boundaries``,
+  ``SequentialDesign``, ``decide``, ``expected_seeds``, ``detectable_effect``, ``simulate``,
+  ``holm_sequential``, the spending functions ``obrien_fleming`` and ``pocock``.
 """
 
 from __future__ import annotations
@@ -308,3 +311,6 @@ def seeds_needed(
         else:
             low = middle + 1
     return low
+
+
+from normlib.sequential import *  # noqa: E402, F403  (re-export; see normlib.sequential)
