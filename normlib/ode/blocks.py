@@ -5,10 +5,12 @@ Layer-output norms (``norm``), for C channels:
 
     "bn"   BatchNorm2d(C)                       statistics over (N, H, W)
     "ln"   GroupNorm(1, C)                      statistics over (C, H, W), per sample
-    "in"   InstanceNorm2d(C, affine=True)       statistics over (H, W), per sample and channel
+    "in"   InstanceNorm2d(C)                    statistics over (H, W), per sample and channel
     "none" Identity
 
-("in" has no running statistics, so it is GroupNorm(C, C) by another name.)
+"in" has no affine parameters, as the seed's ``InstanceNorm2d(C)``
+(``instance_affine=True`` adds a per-channel scale and shift, and is then
+GroupNorm(C, C) by another name); it keeps no running statistics.
 Weight norms (``param_norm``) reparametrize every convolution weight W with
 ``torch.nn.utils.parametrizations``:
 
@@ -17,8 +19,10 @@ Weight norms (``param_norm``) reparametrize every convolution weight W with
                                 matrix, estimated by one power iteration per forward)
     "none" W
 
-Convolutions carry a bias only when ``norm="none"``; otherwise the norm's
-affine shift plays that role.
+Every convolution is bias-free, as in the seed's ODENets (where the place
+has ``norm="none"`` too). ``conv_bias=True`` gives a bias to the
+convolutions that no norm follows (``norm="none"``); elsewhere a norm would
+subtract it again or its shift plays that role.
 
 ODE function (channels preserved, no time input):
     f(t, z) = act(norm(conv3x3(act(norm(conv3x3(z))))))
@@ -62,7 +66,7 @@ def check_choice(argument: str, value: object, valid: Sequence[str]) -> None:
         raise ValueError(f"{argument} must be one of {', '.join(valid)}; got {value!r}")
 
 
-def make_norm(kind: str, channels: int) -> nn.Module:
+def make_norm(kind: str, channels: int, instance_affine: bool = False) -> nn.Module:
     """Layer-output normalization over ``channels`` feature maps (see module docstring)."""
     check_choice("norm", kind, NORMS)
     if kind == "bn":
@@ -70,7 +74,7 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     if kind == "ln":
         return nn.GroupNorm(1, channels)
     if kind == "in":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return nn.InstanceNorm2d(channels, affine=instance_affine)
     return nn.Identity()
 
 
@@ -98,16 +102,20 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = F
 
 
 class ODEFunc(nn.Module):
-    """f(t, z) = act(norm(conv3x3(act(norm(conv3x3(z)))))); t is ignored (autonomous)."""
+    """f(t, z) = act(norm(conv3x3(act(norm(conv3x3(z)))))); t is ignored (autonomous).
+
+    ``conv_bias``, ``instance_affine``: see the module docstring (both off, as the seed).
+    """
 
     def __init__(self, channels: int, norm: str = "bn", param_norm: str = "none",
-                 activation: str = "relu"):
+                 activation: str = "relu", conv_bias: bool = False,
+                 instance_affine: bool = False):
         super().__init__()
-        bias = norm == "none"
+        bias = conv_bias and norm == "none"
         self.conv1 = conv3x3(channels, channels, bias=bias, param_norm=param_norm)
-        self.norm1 = make_norm(norm, channels)
+        self.norm1 = make_norm(norm, channels, instance_affine)
         self.conv2 = conv3x3(channels, channels, bias=bias, param_norm=param_norm)
-        self.norm2 = make_norm(norm, channels)
+        self.norm2 = make_norm(norm, channels, instance_affine)
         self.act = make_activation(activation)
 
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
@@ -116,22 +124,27 @@ class ODEFunc(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block; downsamples by ``stride`` and maps in -> out channels."""
+    """ResNet basic block; downsamples by ``stride`` and maps in -> out channels.
+
+    ``conv_bias``, ``instance_affine``: see the module docstring (both off, as the seed).
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "bn",
-                 param_norm: str = "none", activation: str = "relu"):
+                 param_norm: str = "none", activation: str = "relu", conv_bias: bool = False,
+                 instance_affine: bool = False):
         super().__init__()
-        bias = norm == "none"
+        bias = conv_bias and norm == "none"
         self.conv1 = conv3x3(in_channels, out_channels, stride, bias, param_norm)
-        self.norm1 = make_norm(norm, out_channels)
+        self.norm1 = make_norm(norm, out_channels, instance_affine)
         self.conv2 = conv3x3(out_channels, out_channels, 1, bias, param_norm)
-        self.norm2 = make_norm(norm, out_channels)
+        self.norm2 = make_norm(norm, out_channels, instance_affine)
         self.act = make_activation(activation)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             projection = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=bias)
             self.shortcut = nn.Sequential(
-                apply_param_norm(projection, param_norm), make_norm(norm, out_channels)
+                apply_param_norm(projection, param_norm),
+                make_norm(norm, out_channels, instance_affine),
             )
 
     def forward(self, x: Tensor) -> Tensor:

@@ -26,7 +26,10 @@ counterpart (for odenet18/34 the CIFAR-style ResNet-18/34: 3x3 stem, no max-pool
 
 Norms, weight norms and activations are chosen per place: after the stem
 (``*_stem``), in the ResBlocks (``*_res``) and inside the ODE functions
-(``*_ode``); see ``normlib.ode.blocks``. The fc layer is a plain Linear.
+(``*_ode``); see ``normlib.ode.blocks``. As in the seed, every convolution is
+bias-free and instance norm has no affine parameters; ``conv_bias=True`` and
+``instance_affine=True`` change that at every place. The fc layer is a plain
+Linear.
 """
 
 from __future__ import annotations
@@ -109,15 +112,22 @@ def odenet(
     act_res: str = "relu",
     act_ode: str = "relu",
     ode: bool = True,
+    conv_bias: bool = False,
+    instance_affine: bool = False,
 ) -> ODENet:
     """Build ``arch`` (a key of LAYOUTS); ``ode=False`` gives its plain ResNet counterpart.
 
     solver/steps/checkpoint configure every ODE block (``normlib.ode.odeint_fixed``).
+    conv_bias: a bias on the convolutions of places with ``norm="none"`` (the seed has none).
+    instance_affine: a scale and shift in every instance norm (the seed has none).
     """
     check_choice("arch", arch, tuple(LAYOUTS))
     for argument, value in (("num_classes", num_classes), ("in_channels", in_channels),
                             ("inplanes", inplanes)):
         _check_positive_int(argument, value)
+    for argument, value in (("conv_bias", conv_bias), ("instance_affine", instance_affine)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{argument} must be True or False; got {value!r}")
     for place, norm, param_norm, act in (
         ("stem", norm_stem, param_norm_stem, act_stem),
         ("res", norm_res, param_norm_res, act_res),
@@ -131,12 +141,16 @@ def odenet(
     check_solver(solver, steps, checkpoint)
 
     stem = nn.Sequential(
-        conv3x3(in_channels, inplanes, bias=norm_stem == "none", param_norm=param_norm_stem),
-        make_norm(norm_stem, inplanes),
+        conv3x3(in_channels, inplanes, bias=conv_bias and norm_stem == "none",
+                param_norm=param_norm_stem),
+        make_norm(norm_stem, inplanes, instance_affine),
         make_activation(act_stem),
     )
-    res_options = {"norm": norm_res, "param_norm": param_norm_res, "activation": act_res}
-    ode_options = {"norm": norm_ode, "param_norm": param_norm_ode, "activation": act_ode}
+    shared = {"conv_bias": conv_bias, "instance_affine": instance_affine}
+    res_options = {"norm": norm_res, "param_norm": param_norm_res, "activation": act_res,
+                   **shared}
+    ode_options = {"norm": norm_ode, "param_norm": param_norm_ode, "activation": act_ode,
+                   **shared}
     blocks: list[nn.Module] = []
     channels = inplanes
     for stage, (res_blocks, ode_blocks) in enumerate(LAYOUTS[arch]):

@@ -66,7 +66,7 @@ def test_every_norm_combination_trains_a_step(arch, norm, param_norm):
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     parametrized = sum(parametrize.is_parametrized(conv, "weight") for conv in convs)
     assert parametrized == (0 if param_norm == "none" else len(convs))
-    assert all((conv.bias is not None) == (norm == "none") for conv in convs)
+    assert all(conv.bias is None for conv in convs)  # the seed's convs are bias-free
     out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 5)
     nn.functional.cross_entropy(out, torch.tensor([1, 3])).backward()
@@ -77,13 +77,66 @@ def test_every_norm_combination_trains_a_step(arch, norm, param_norm):
 
 def test_instance_norm_equals_group_norm_with_one_channel_per_group():
     torch.manual_seed(0)
-    instance, group = make_norm("in", 6), nn.GroupNorm(6, 6)
+    instance, group = make_norm("in", 6, instance_affine=True), nn.GroupNorm(6, 6)
     with torch.no_grad():
         for module in (instance, group):
             module.weight.copy_(torch.linspace(0.5, 2.0, 6))
             module.bias.copy_(torch.linspace(-1.0, 1.0, 6))
     x = torch.randn(3, 6, 5, 5)
     torch.testing.assert_close(instance(x), group(x), rtol=1e-5, atol=1e-5)
+
+
+def odenet4_parameters(p, classes, norm_stem, norm_ode, conv_bias, instance_affine):
+    """Parameter count of odenet4 (3 input channels, no weight norm) from its layers."""
+    def norm(kind):  # per-channel scale and shift, or nothing
+        return 2 * p if kind in ("bn", "ln") or (kind == "in" and instance_affine) else 0
+
+    def bias(kind):
+        return p if conv_bias and kind == "none" else 0
+
+    stem = 3 * p * 9 + bias(norm_stem) + norm(norm_stem)
+    ode = 2 * (p * p * 9 + bias(norm_ode) + norm(norm_ode))
+    return stem + ode + p * classes + classes
+
+
+@pytest.mark.parametrize(("norm_stem", "norm_ode"), [("bn", "none"), ("none", "in"),
+                                                     ("in", "ln"), ("bn", "bn")])
+@pytest.mark.parametrize(("conv_bias", "instance_affine"), list(itertools.product((False, True),
+                                                                                  repeat=2)))
+def test_parameter_count_follows_bias_and_affine_options(norm_stem, norm_ode, conv_bias,
+                                                         instance_affine):
+    model = odenet("odenet4", inplanes=16, norm_stem=norm_stem, norm_ode=norm_ode,
+                   conv_bias=conv_bias, instance_affine=instance_affine)
+    got = sum(p.numel() for p in model.parameters())
+    assert got == odenet4_parameters(16, 10, norm_stem, norm_ode, conv_bias, instance_affine)
+
+
+def test_seed_defaults_bias_free_convs_and_affine_free_instance_norm():
+    # the issue's cases: the seed's odenet4 with no feature norm in the ODE block
+    # (e.g. bn-wn) has no conv bias; instance norm has no affine parameters
+    plain = odenet4_parameters(16, 10, "bn", "none", conv_bias=False, instance_affine=False)
+    model = odenet("odenet4", inplanes=16, norm_ode="none")
+    assert sum(p.numel() for p in model.parameters()) == plain
+    biased = odenet("odenet4", inplanes=16, norm_ode="none", conv_bias=True)
+    assert sum(p.numel() for p in biased.parameters()) == plain + 2 * 16
+    model = odenet("odenet4", inplanes=16, norm_ode="in")
+    assert sum(p.numel() for p in model.parameters()) == plain
+    affine = odenet("odenet4", inplanes=16, norm_ode="in", instance_affine=True)
+    assert sum(p.numel() for p in affine.parameters()) == plain + 2 * 2 * 16
+
+    instance = make_norm("in", 6)
+    assert instance.weight is None and instance.bias is None and not list(instance.parameters())
+    x = torch.randn(3, 6, 5, 5)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    var = x.var(dim=(2, 3), unbiased=False, keepdim=True)
+    torch.testing.assert_close(instance(x), (x - mean) / torch.sqrt(var + 1e-5))
+    for arch in ("odenet10", "odenet18"):
+        for norm in ("none", "in"):
+            model = odenet(arch, inplanes=8, norm_stem=norm, norm_res=norm, norm_ode=norm,
+                           param_norm_ode="wn")
+            assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d))
+            assert not any(isinstance(m, nn.InstanceNorm2d) and m.affine
+                           for m in model.modules())
 
 
 def test_weight_norm_and_spectral_norm_constrain_the_weight():
@@ -174,6 +227,8 @@ def test_registry_builds_every_arch_with_injected_shapes():
         ({"inplanes": 0}, "inplanes", ">= 1"),
         ({"num_classes": 0}, "num_classes", ">= 1"),
         ({"arch": "odenet5"}, "arch", "odenet4, odenet6, odenet10, odenet18, odenet34"),
+        ({"conv_bias": "yes"}, "conv_bias", "True or False"),
+        ({"instance_affine": 1}, "instance_affine", "True or False"),
     ],
 )
 def test_bad_choices_name_the_argument_and_the_valid_values(kwargs, argument, listed):
