@@ -340,7 +340,8 @@ def study_experiments(uri: str) -> list[tuple[str, str]]:
 def check_port_free(port: int) -> None:
     if not 0 < port < 65536:
         raise SpecError([("--port", f"{port} is not a TCP port (1-65535)")])
-    with socket.socket() as sock:
+    with socket.socket() as sock:  # as the server will bind: TIME_WAIT is not "in use"
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
