@@ -9,7 +9,12 @@ For each model (built as a study builds it) this measures
   scale 1e-2): ``optimizer.step()`` for SGD, SGD-G, Adam-G (the seed
   README's groups: ``grassmann_param_groups``) and ALI-G (momentum 0.9, the
   loss as a device tensor), and one ENorm cycle (jacobi, c = 1, rescaling
-  SGD's momentum buffers) for the models it supports.
+  SGD's momentum buffers) for the models it supports;
+* ``seed-style enorm``: the same cycle written as the seed code does it
+  (``seed_style_enorm``: four passes, momentum rescaled for conv nets only),
+  timed in the same rounds, and both again with SGD at momentum 0 (no
+  buffers, the seed's FC setting): ``x seed`` is normlib's ENorm time over
+  the seed-style time.
 
 The methods are timed round robin (medians), so load drift on a shared
 machine hits them alike. Ratios:
@@ -82,6 +87,58 @@ OPTIMIZERS: dict[str, Callable[[nn.Module], torch.optim.Optimizer | None]] = {
 }
 
 
+def seed_style_enorm(model: nn.Module, optimizer: torch.optim.SGD,
+                     c: float = 1.0) -> Callable[[], None]:
+    """One jacobi ENorm cycle as the seed code computes it, written here from the math.
+
+    For the hidden layers k = 1..L-2 (the classifier's pair is left alone),
+    four passes: the row norms l = |W_k[i]|_2 of every W_k, the column norms
+    r = |W_{k+1}[:, i]|_2 of every W_{k+1} (all from the same snapshot),
+    d = sqrt(r / (c l)), then W_k[i] *= d_i, then W_{k+1}[:, i] /= d_i.
+    Momentum buffers follow (rows / d, columns * d) for conv nets only, as in
+    the seed. Chains of linear or conv layers only (no flatten in between).
+    """
+    weights = [p for p in model.parameters() if p.dim() >= 2]
+    conv = weights[0].dim() > 2
+
+    def cycle() -> None:
+        with torch.no_grad():
+            pairs = list(zip(weights[:-2], weights[1:-1], strict=True))
+            ds = [(torch.linalg.vector_norm(right, dim=[0, *range(2, right.dim())])
+                   / (c * torch.linalg.vector_norm(left, dim=list(range(1, left.dim())))))
+                  .sqrt() for left, right in pairs]
+            shape = [1] * (weights[0].dim() - 1)
+            buffers = [optimizer.state[w].get("momentum_buffer") if conv else None
+                       for w in weights]
+            for (left, _), buf, d in zip(pairs, buffers, ds, strict=False):
+                left.mul_(d.view(-1, *shape))
+                if buf is not None:
+                    buf.div_(d.view(-1, *shape))
+            for (_, right), buf, d in zip(pairs, buffers[1:], ds, strict=False):
+                right.div_(d.view(1, -1, *shape[1:]))
+                if buf is not None:
+                    buf.mul_(d.view(1, -1, *shape[1:]))
+
+    return cycle
+
+
+def enorm_steppers(base: nn.Module, grads: list[torch.Tensor]) -> dict[str, Callable[[], None]]:
+    """normlib's ENorm and the seed-style cycle, each on its own copy of the model, after
+    one SGD step with momentum 0.9 (buffers to rescale) and with momentum 0 (none)."""
+    steppers = {}
+    for momentum, suffix in ((0.9, ""), (0.0, " m=0")):
+        for name in ("enorm", "seed-style enorm"):
+            model = copy.deepcopy(base)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
+            for p, g in zip(model.parameters(), grads, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+            steppers[name + suffix] = (
+                ENorm(model.named_parameters(), optimizer, c=1.0).step if name == "enorm"
+                else seed_style_enorm(model, optimizer))
+    return steppers
+
+
 def train_step(model: nn.Module, optimizer, images, labels) -> Callable[[], None]:
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -120,26 +177,25 @@ def measure(name: str, device: torch.device, batch: int, repeats: int) -> list[d
             continue
         names.append(method)
         steppers.append(optimizer_stepper(optimizer))
-    model = copy.deepcopy(base)
-    optimizer = sgd(model)
-    for p, g in zip(model.parameters(), grads, strict=True):
-        p.grad = g.clone()
-    optimizer.step()  # momentum buffers exist, so the cycle rescales them too
     if name in ENORM_MODELS:
-        names.append("enorm")
-        steppers.append(ENorm(model.named_parameters(), optimizer, c=1.0).step)
+        for method, stepper in enorm_steppers(base, grads).items():
+            names.append(method)
+            steppers.append(stepper)
 
     timings = dict(zip(names, round_robin(steppers, device, repeats), strict=True))
     sgd_step = timings["sgd"]
     rows = []
     for method, step_seconds in timings.items():
-        with_method = (train_seconds + step_seconds if method == "enorm"
+        cycle = "enorm" in method
+        with_method = (train_seconds + step_seconds if cycle
                        else train_seconds - sgd_step + step_seconds)
+        seed = timings.get(method.replace("enorm", "seed-style enorm")) if cycle else None
         rows.append({
             "model": name,
             "method": method,
             "step_ms": 1e3 * step_seconds,
             "x_sgd_step": step_seconds / sgd_step,
+            "x_seed": step_seconds / seed if method.startswith("enorm") else None,
             "train_ms": 1e3 * train_seconds,
             "x_sgd_train": with_method / train_seconds,
         })
@@ -163,7 +219,7 @@ def main() -> None:
     print(f"method step vs plain SGD, {device}, batch {batch}, {args.threads} thread(s), "
           f"median of {args.repeats}")
     print_table([("model", ""), ("method", ""), ("step_ms", ".2f"), ("x_sgd_step", ".2f"),
-                 ("train_ms", ".1f"), ("x_sgd_train", ".3f")], rows)
+                 ("x_seed", ".2f"), ("train_ms", ".1f"), ("x_sgd_train", ".3f")], rows)
     models_used = {name: MODEL_SECTIONS[name] for name in models}
     write_json("methods", device, {"batch": batch, "repeats": args.repeats,
                                    "models": models_used}, rows, args.out)  # fmt: skip

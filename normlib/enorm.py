@@ -89,26 +89,27 @@ class _Layer:
             return d.view(1, -1, 1)
         return d.repeat_interleave(self.group).view(1, self.units, self.group)
 
-    def norms(self, p: float, rows: bool, cols: bool, scratch: _Scratch):
-        """(l, r): the p-norms of the rows (out) and of the column blocks (units), as asked.
+    def squared_norms(self, p: float, rows: bool, cols: bool, scratch: _Scratch):
+        """(l^2, r^2): the squared p-norms of the rows (out) and of the column blocks (units).
 
-        For p = 2 both come from one tensor of squares (written into
-        ``scratch``, reused from layer to layer and cycle to cycle, so no
-        fresh memory is touched): l^2 sums it over (units, group), r^2 over
-        (out, group), each a contiguous reduction (far faster on CPU than
-        ``vector_norm`` across the outer dim). Half-precision weights
-        accumulate in float32.
+        Each only if asked (else None). For p = 2 both come from one tensor of
+        squares (written into ``scratch``, reused from layer to layer and
+        cycle to cycle, so no fresh memory is touched): l^2 sums it over
+        (units, group), r^2 over (out, group), each a contiguous reduction
+        (far faster on CPU than ``vector_norm`` across the outer dim).
+        Half-precision weights accumulate in float32.
         """
         w = self.view(self.weight.detach())
         if w.dtype in (torch.float16, torch.bfloat16):
             w = w.float()
         if p != 2 or not cols:
-            left = torch.linalg.vector_norm(w, ord=p, dim=(1, 2)) if rows else None
-            right = torch.linalg.vector_norm(w, ord=p, dim=(0, 2)) if cols else None
+            left = torch.linalg.vector_norm(w, ord=p, dim=(1, 2)).square() if rows else None
+            right = torch.linalg.vector_norm(w, ord=p, dim=(0, 2)).square() if cols else None
             return left, right
         squares = torch.square(w, out=scratch.like(w))
-        left = squares.sum((1, 2)).sqrt_() if rows else None
-        return left, squares.sum(0).sum(1).sqrt_()
+        right = squares.sum(0)
+        right = right.sum(1) if self.group > 1 else right.view(-1)
+        return (squares.sum((1, 2)) if rows else None), right
 
 
 class _Scratch:
@@ -127,13 +128,14 @@ class _Scratch:
 
 
 def _factors(lefts: list[torch.Tensor], rights: list[torch.Tensor], c: float) -> torch.Tensor:
-    """d = sqrt(r / (c l)) for the units of all pairs at once (on the first pair's device);
-    1 where l = 0 or r = 0 (dead units)."""
+    """d = sqrt(r / (c l)) = (r^2 / l^2)^(1/4) / sqrt(c) from the squared norms, for the
+    units of all pairs at once (on the first pair's device); 1 where l = 0 or r = 0
+    (dead units)."""
     device = lefts[0].device
     left = torch.cat([t.to(device) for t in lefts])
     right = torch.cat([t.to(device) for t in rights])
     alive = (left > 0) & (right > 0)
-    return torch.where(alive, (right / (c * left)).sqrt(), torch.ones_like(left))
+    return torch.where(alive, (right / left).pow_(0.25).mul_(c**-0.5), torch.ones_like(left))
 
 
 def _momentum_buffer(optimizer: torch.optim.Optimizer | None, param: torch.Tensor):
@@ -245,8 +247,8 @@ class ENorm:
             self._rescale(0, d.split(self._units()), d.reciprocal().split(self._units()))
             return
         for k in range(self._pairs):
-            left, _ = self._layers[k].norms(self.p, True, False, self._scratch)
-            _, right = self._layers[k + 1].norms(self.p, False, True, self._scratch)
+            left, _ = self._layers[k].squared_norms(self.p, True, False, self._scratch)
+            _, right = self._layers[k + 1].squared_norms(self.p, False, True, self._scratch)
             d = _factors([left], [right], self.c)
             self._rescale(k, [d], [d.reciprocal()])
 
@@ -261,7 +263,7 @@ class ENorm:
         """
         lefts, rights = [], []
         for k, layer in enumerate(self._layers[: self._pairs + 1]):
-            left, right = layer.norms(self.p, k < self._pairs, k > 0, self._scratch)
+            left, right = layer.squared_norms(self.p, k < self._pairs, k > 0, self._scratch)
             lefts += [left] if left is not None else []
             rights += [right] if right is not None else []
         return _factors(lefts, rights, self.c)

@@ -72,14 +72,17 @@ def project_tangent(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(g, y, _row_dot(y, g), value=-1)
 
 
-def exp_map(y: torch.Tensor, m: torch.Tensor, norm: torch.Tensor | None = None) -> torch.Tensor:
+def exp_map(y: torch.Tensor, m: torch.Tensor, norm: torch.Tensor | None = None,
+            out: torch.Tensor | None = None) -> torch.Tensor:
     """exp_y(m) = y cos|m| + (m/|m|) sin|m|; exp_y(0) = y.
 
     Written y cos|m| + m sinc(|m|) with sinc(x) = sin(x)/x = 1 at 0: no division.
-    ``norm`` may pass |m| (``row_norms(m)``) when the caller has it already.
+    ``norm`` may pass |m| (``row_norms(m)``) when the caller has it already;
+    ``out``, a tensor of y's shape sharing memory with neither y nor m, receives
+    the result.
     """
     norm = row_norms(m) if norm is None else norm
-    return (y * torch.cos(norm)).addcmul_(m, torch.sinc(norm / math.pi))
+    return torch.mul(y, torch.cos(norm), out=out).addcmul_(m, torch.sinc(norm / math.pi))
 
 
 def transport_own(
@@ -117,19 +120,44 @@ def transport(
     return turned.addcmul_(u, along * (1 - torch.cos(norm)), value=-1)
 
 
-def clip_rows(h: torch.Tensor, max_norm: float) -> torch.Tensor:
-    """h_i min(1, max_norm/|h_i|): rows longer than max_norm are shortened to it."""
-    norm = row_norms(h)
-    return h * (max_norm / norm).clamp(max=1.0)  # 1/0 = inf clamps to 1: zero rows stay zero
+def clip_rows(h: torch.Tensor, max_norm: float, out: bool = False) -> torch.Tensor:
+    """h_i min(1, max_norm/|h_i|): rows longer than max_norm are shortened to it.
+
+    ``out=True`` overwrites h with the result.
+    """
+    factor = (max_norm / row_norms(h)).clamp_(max=1.0)  # 1/0 = inf clamps to 1: 0 stays 0
+    return h.mul_(factor) if out else h * factor
 
 
 def add_orthogonality_grad(g: torch.Tensor, y: torch.Tensor, omega: float) -> torch.Tensor:
     """g + 2 omega (Y Y^T Y - Y): g plus the gradient of omega ||Y Y^T - I||_F^2 / 2.
 
     Computed as g + 2 omega (Y Y^T - I) Y with one fused matrix product (one
-    per matrix of a ``(P, rows, n)`` batch).
+    per matrix of a ``(P, rows, n)`` batch) after the Gram matrix (``gram``):
+    4 rows^2 n multiply-adds at most, 3.5 rows^2 n for 256 rows or more.
+    Y (Y^T Y) would take 4 rows n^2: more for the selected weights (rows < n).
     """
-    gram = y @ y.mT
+    gram = _gram(y)
     gram.diagonal(dim1=-2, dim2=-1).sub_(1)
     fused = torch.addmm if y.dim() == 2 else torch.baddbmm
     return fused(g, gram, y, alpha=2 * omega)
+
+
+GRAM_SPLIT_ROWS = 256
+"""From this many rows the Gram matrix is formed from three of its four blocks."""
+
+
+def _gram(y: torch.Tensor) -> torch.Tensor:
+    """Y Y^T. With Y = [A; B] split at half the rows, Y Y^T = [[A A^T, A B^T], [B A^T, B B^T]]
+    and B A^T = (A B^T)^T: three products of a quarter of the work each, 3/4 of one product."""
+    rows = y.shape[-2]
+    if rows < GRAM_SPLIT_ROWS:
+        return y @ y.mT
+    half = rows // 2
+    a, b = y[..., :half, :], y[..., half:, :]
+    gram = y.new_empty(*y.shape[:-1], rows)
+    torch.matmul(a, a.mT, out=gram[..., :half, :half])
+    torch.matmul(b, b.mT, out=gram[..., half:, half:])
+    torch.matmul(a, b.mT, out=gram[..., :half, half:])
+    gram[..., half:, :half] = gram[..., :half, half:].mT
+    return gram

@@ -131,25 +131,30 @@ class _SphereOptimizer(Optimizer):
     def _grassmann_step(self, params: list[torch.Tensor], group: dict[str, Any]) -> None:
         """Steps P parameters of one shape as one batch Y of shape (P, rows, n).
 
-        A single parameter is a view (P = 1, nothing copied); several are
-        stacked and the new rows and buffers copied back.
+        A single contiguous parameter is a view (P = 1, nothing copied: the
+        new rows are written straight into it); several are stacked and the
+        new rows and buffers copied back. At omega = 0 no Gram matrix is formed.
         """
-        y, _ = unit_rows(_stack_rows(params))
+        y, _ = unit_rows(_stack_rows(params))  # a new tensor: the parameter can take y_new
         g = _stack_rows([p.grad for p in params])
         if group["omega"] != 0:
             g = add_orthogonality_grad(g, y, group["omega"])
-        h = project_tangent(y, g)
+        h = project_tangent(y, g)  # a new tensor, clipped in place
         if group["grad_clip"] is not None:
-            h = clip_rows(h, group["grad_clip"])
+            clip_rows(h, group["grad_clip"], out=True)
         states = [self.state[p] for p in params]
-        y_new = self._move(y, h, states, group)
-        torch._foreach_copy_(params, [t.view(p.shape) for t, p in zip(y_new, params, strict=True)])
+        into = params[0].view(y.shape) if len(params) == 1 and params[0].is_contiguous() else None
+        y_new = self._move(y, h, states, group, into)
+        if into is None:
+            torch._foreach_copy_(params, [t.view(p.shape) for t, p in zip(y_new, params,
+                                                                           strict=True)])
 
     def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
         state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
 
-    def _move(self, y, h, states, group) -> torch.Tensor:
-        """Update the momenta in ``states`` and return the new unit rows (batched like y)."""
+    def _move(self, y, h, states, group, into) -> torch.Tensor:
+        """Update the momenta in ``states`` and return the new unit rows (batched like y),
+        written into ``into`` when it is a tensor."""
         raise NotImplementedError
 
     def _sgd_step(self, group: dict[str, Any]) -> None:
@@ -230,12 +235,12 @@ class SGDG(_SphereOptimizer):
         )
         super().__init__(params, defaults)
 
-    def _move(self, y, h, states, group):
+    def _move(self, y, h, states, group, into):
         buffers = _Buffers(states, "momentum_buffer")
         m = buffers.tensor
         m.mul_(group["momentum"]).sub_(h, alpha=group["lr"])
         size = row_norms(m)
-        y_new = exp_map(y, m, norm=size)
+        y_new = exp_map(y, m, norm=size, out=into)
         transport_own(y, m, norm=size, out=True)
         buffers.store()
         return y_new
@@ -296,7 +301,7 @@ class AdamG(_SphereOptimizer):
         state["row_sq_avg"] = p.new_zeros(p.shape[0], 1)
         state["step"] = 0
 
-    def _move(self, y, h, states, group):
+    def _move(self, y, h, states, group, into):
         b1, b2 = group["momentum"], group["beta2"]
         for state in states:  # a bucket shares its step count
             state["step"] += 1
@@ -308,7 +313,7 @@ class AdamG(_SphereOptimizer):
         alpha = math.sqrt(1 - b2**t) / (1 - b1**t)
         delta = m / (v + group["epsilon"]).sqrt() * (-alpha * group["lr"])
         size = row_norms(delta)
-        y_new = exp_map(y, delta, norm=size)
+        y_new = exp_map(y, delta, norm=size, out=into)
         transport(y, delta, m, norm=size, out=True)
         buffers.store()
         averages.store()
