@@ -124,3 +124,28 @@ def test_orthogonality_grad_is_the_gradient_of_the_penalty():
     # Orthonormal rows are a minimum: zero gradient.
     q = torch.linalg.qr(torch.randn(6, 3, dtype=D, generator=gen)).Q.T
     assert (add_orthogonality_grad(g, q, 1.0) - g).abs().max() < 1e-14
+
+
+def test_orthogonality_grad_with_the_gram_from_three_blocks_equals_the_formula():
+    from normlib.riemannian.manifold import GRAM_SPLIT_ROWS
+
+    gen = torch.Generator().manual_seed(4)
+    for shape in [(GRAM_SPLIT_ROWS + 45, 700), (2, GRAM_SPLIT_ROWS, 400)]:
+        y = torch.randn(*shape, dtype=D, generator=gen)
+        y = y / y.norm(dim=-1, keepdim=True)
+        g = torch.randn(*shape, dtype=D, generator=gen)
+        want = g + 2 * 0.1 * (y @ y.mT @ y - y)  # Y Y^T Y - Y, written out
+        torch.testing.assert_close(add_orthogonality_grad(g, y, 0.1), want, rtol=0, atol=1e-12)
+
+
+def test_exp_map_and_clip_write_into_the_given_tensor():
+    y, m, _ = _points_and_tangents(scale=2.0)
+    into = torch.empty_like(y)
+    got = exp_map(y, m, out=into)
+    assert got.data_ptr() == into.data_ptr()
+    torch.testing.assert_close(into, exp_map(y, m), rtol=0, atol=0)
+    h = m.clone()
+    clipped = clip_rows(h, 0.5, out=True)
+    assert clipped.data_ptr() == h.data_ptr()
+    torch.testing.assert_close(h, clip_rows(m, 0.5), rtol=0, atol=0)
+    assert (row_norms(h) <= 0.5 + 1e-15).all()
