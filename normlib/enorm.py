@@ -83,8 +83,10 @@ class _Layer:
     def view(self, t: torch.Tensor) -> torch.Tensor:
         return t.view(t.shape[0], self.units, self.group)
 
-    def columns(self, d: torch.Tensor) -> torch.Tensor:
+    def columns(self, d: torch.Tensor | None) -> torch.Tensor | None:
         """A factor per input unit as a factor per column, broadcast against ``view``."""
+        if d is None:
+            return None
         if self.group == 1:
             return d.view(1, -1, 1)
         return d.repeat_interleave(self.group).view(1, self.units, self.group)
@@ -271,50 +273,38 @@ class ENorm:
     def _rescale(self, first: int, ds: list[torch.Tensor], inverses: list[torch.Tensor]) -> None:
         """W_k <- diag(d_k) W_k diag(1/d_{k-1}) for the pairs k = first, first + 1, ...
 
-        Each weight (and its momentum buffer, with the inverse factors:
-        weight * d -> buffer / d; and a balanced bias) is multiplied by a
-        broadcast row factor and a broadcast column factor (1/d repeated over
-        the unit's block of columns).
+        Weight by weight, a multiplication by a broadcast row factor and one
+        by a broadcast column factor (1/d repeated over the unit's block of
+        columns), back to back so the second finds the weight in cache (one
+        kernel each; ``torch._foreach_mul_`` would launch the same kernels, as
+        the factors' shapes differ from the weights'). The momentum buffer
+        gets the inverse factors (weight * d -> buffer / d), a balanced bias
+        the row factor.
         """
         last = first + len(ds)
-        updates = []  # (tensor, row factor or None, column factor or None)
         for k in range(first, last + 1):
             layer = self._layers[k]
-            d = ds[k - first] if k < last else None
-            inverse = inverses[k - first] if k < last else None
-            prev = (ds[k - first - 1], inverses[k - first - 1]) if k > first else None
+            row, row_inverse = (ds[k - first], inverses[k - first]) if k < last else (None, None)
+            col, col_inverse = ((inverses[k - first - 1], ds[k - first - 1]) if k > first
+                                else (None, None))
+            _scale(layer.view(layer.weight), row, layer.columns(col))
             buffer = _momentum_buffer(self.optimizer, layer.weight)
-            for target, row, col in (
-                (layer.weight, d, None if prev is None else prev[1]),
-                (buffer, inverse, None if prev is None else prev[0]),
-            ):
-                if target is not None:
-                    updates.append((layer.view(target), None if row is None else row.view(-1, 1, 1),
-                                    None if col is None else layer.columns(col)))
-            if layer.bias is not None and d is not None:
-                updates.append((layer.bias, d, None))
+            if buffer is not None:
+                _scale(layer.view(buffer), row_inverse, layer.columns(col_inverse))
+            if layer.bias is not None and row is not None:
+                _scale(layer.bias, row, None, rows_shape=False)
                 buffer = _momentum_buffer(self.optimizer, layer.bias)
                 if buffer is not None:
-                    updates.append((buffer, inverse, None))
-        _multiply(updates)
+                    _scale(buffer, row_inverse, None, rows_shape=False)
 
 
-def _multiply(updates: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]):
-    """t *= row; t *= col for every (t, row, col).
-
-    On CPU tensor by tensor, so the second multiplication finds t in cache;
-    elsewhere as two ``torch._foreach_mul_`` (rows, then columns): one launch
-    for many tensors.
-    """
-    if all(t.device.type == "cpu" for t, _, _ in updates):
-        for t, row, col in updates:
-            for factor in (row, col):
-                if factor is not None:
-                    t.mul_(factor)
-        return
-    for i in (1, 2):
-        pairs = [(u[0], u[i].to(u[0].device)) for u in updates if u[i] is not None]
-        torch._foreach_mul_([t for t, _ in pairs], [f for _, f in pairs])
+def _scale(t: torch.Tensor, row: torch.Tensor | None, col: torch.Tensor | None,
+           rows_shape: bool = True) -> None:
+    """t *= row (one factor per row, broadcast over the rest if rows_shape); t *= col."""
+    if row is not None:
+        t.mul_(row.to(t.device).view(-1, 1, 1) if rows_shape else row.to(t.device))
+    if col is not None:
+        t.mul_(col.to(t.device))
 
 
 def _make_layer(left_nw, right_nw) -> _Layer:
