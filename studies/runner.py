@@ -35,6 +35,7 @@ from studies.stages import confirm_name, confirm_spec
 from studies.tracking import MLflowTrialCallback, StudyTracker, tracking_uri
 
 SPEC_FILE = "study.yaml"
+FINGERPRINT_FILE = ".spec-fingerprint"  # of the spec the trials ran with (StudySpec.fingerprint)
 
 
 def study_dir(spec: StudySpec) -> Path:
@@ -59,6 +60,17 @@ def load_study_spec(folder: Path) -> StudySpec:
     """The spec a study ran with. ``study.yaml`` holds no credentials: a tracking URI whose
     password was masked is taken from ``MLFLOW_TRACKING_URI`` again."""
     data = read_yaml(folder / SPEC_FILE)
+    spec = parse_spec(_with_tracking_uri(data, folder))
+    recorded = folder / FINGERPRINT_FILE
+    if recorded.is_file() and recorded.read_text().strip() != spec.fingerprint():
+        raise SpecError([(SPEC_FILE, f"{folder / SPEC_FILE} was changed after the study started; "
+                          "its trials ran with the spec as it was. Restore the file, or run the "
+                          "changed spec as a new study: `normstudy run FILE --set name=NEW`")])
+    return spec
+
+
+def _with_tracking_uri(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The spec data with the full tracking URI, which ``study.yaml`` stores masked."""
     uri = (data.get("tracking") or {}).get("uri") or ""
     if MASK in uri:
         if not os.environ.get("MLFLOW_TRACKING_URI"):
@@ -67,7 +79,7 @@ def load_study_spec(folder: Path) -> StudySpec:
             where = folder / SPEC_FILE
             raise SpecError([("tracking.uri", f"{where} stores {uri} without its password; {fix}")])
         data["tracking"]["uri"] = os.environ["MLFLOW_TRACKING_URI"]
-    return parse_spec(data)
+    return data
 
 
 def tune_domain(domain, search: str):
@@ -175,9 +187,10 @@ def trainable_with_resources(spec: StudySpec):
 
     from studies.trainable import tune_trainable
 
-    return tune.with_resources(
-        tune_trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    )
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    if spec.resources.memory_gb is not None:
+        resources["memory"] = int(spec.resources.memory_gb * 2**30)
+    return tune.with_resources(tune_trainable, resources)
 
 
 def callbacks(spec: StudySpec, total: int) -> list:
@@ -240,6 +253,7 @@ def _start(spec: StudySpec, folder: Path) -> StudyOutcome:
     folder.mkdir(parents=True, exist_ok=True)
     spec = spec.model_copy(update={"storage": str(folder.parent)})  # resumable from any cwd
     (folder / SPEC_FILE).write_text(dump_spec(spec), encoding="utf-8")  # no credentials
+    (folder / FINGERPRINT_FILE).write_text(spec.fingerprint() + "\n")  # resume checks it
     total = expected_trials(spec)
     tuner = tune.Tuner(
         trainable_with_resources(spec),
@@ -285,7 +299,7 @@ def _resume(spec: StudySpec, folder: Path, retry_errored: bool) -> StudyOutcome:
         # Killed before Ray Tune saved any state: start over, dropping the half-made runs.
         StudyTracker(spec, tracking_uri(spec)).forget_study()
         for child in folder.iterdir():
-            if child.name != SPEC_FILE:
+            if child.name not in (SPEC_FILE, FINGERPRINT_FILE):
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         return _start(spec, folder)
     tuner = tune.Tuner.restore(

@@ -287,8 +287,19 @@ def check_study(spec: StudySpec) -> list[tuple[str, str]]:
         if key in seen:
             continue
         seen.add(key)
-        problems.extend(p for p in check_buildable(config) if p not in problems)
+        memory, field = memory_budget(spec)
+        found = check_buildable(config, memory, field)
+        problems.extend(p for p in found if p not in problems)
+        if any(path.startswith(("model", "train")) for path, _ in found):
+            break  # the other arms build the same network: one message is enough
     return problems
+
+
+def memory_budget(spec: StudySpec) -> tuple[int | None, str]:
+    """Bytes one trial may use, and the field that says so."""
+    if spec.resources.memory_gb is None:
+        return None, "resources.memory_gb, default this machine's memory"
+    return int(spec.resources.memory_gb * 2**30), "resources.memory_gb"
 
 
 def _invalid(spec: StudySpec, where: str, values: dict[str, Any]) -> list[tuple[str, str]]:

@@ -23,7 +23,9 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -243,11 +245,27 @@ class TrialConfig(Strict):
 
 
 class GridDomain(Strict):
-    grid: list[Any] = Field(min_length=1)
+    grid: list[Any]
+
+    @field_validator("grid")
+    @classmethod
+    def _not_empty(cls, values: list[Any]) -> list[Any]:
+        return _at_least_one(values)
 
 
 class ChoiceDomain(Strict):
-    choice: list[Any] = Field(min_length=1)
+    choice: list[Any]
+
+    @field_validator("choice")
+    @classmethod
+    def _not_empty(cls, values: list[Any]) -> list[Any]:
+        return _at_least_one(values)
+
+
+def _at_least_one(values: list[Any]) -> list[Any]:
+    if not values:
+        raise ValueError("needs at least one value")
+    return values
 
 
 class UniformDomain(Strict):
@@ -263,7 +281,24 @@ class RandIntDomain(Strict):
 
 
 SWEEP_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
-SweepDomain = GridDomain | ChoiceDomain | UniformDomain | LogUniformDomain | RandIntDomain
+
+
+def _sweep_kind(domain: Any) -> str | None:
+    """The one key of a sweep domain (``{grid: [...]}`` -> ``grid``): one mistake, one error."""
+    if isinstance(domain, dict) and len(domain) == 1:
+        return next(iter(domain))
+    return next((k for k in SWEEP_KINDS if isinstance(domain, BaseModel) and hasattr(domain, k)),
+                None)  # fmt: skip
+
+
+SweepDomain = Annotated[
+    Annotated[GridDomain, Tag("grid")]
+    | Annotated[ChoiceDomain, Tag("choice")]
+    | Annotated[UniformDomain, Tag("uniform")]
+    | Annotated[LogUniformDomain, Tag("loguniform")]
+    | Annotated[RandIntDomain, Tag("randint")],
+    Discriminator(_sweep_kind),
+]
 
 
 class MetricSpec(Strict):
@@ -285,6 +320,10 @@ class SchedulerSpec(Strict):
 class ResourcesSpec(Strict):
     cpu: PositiveFloat = 1.0
     gpu: NonNegativeFloat = 0.0
+    memory_gb: PositiveFloat | None = Field(
+        None, description="memory one trial may use (Ray schedules by it); default: the "
+        "driver machine's memory, against which validation checks model and batch sizes",
+    )
 
 
 class TrackingSpec(Strict):
@@ -453,8 +492,9 @@ def format_pydantic_errors(err: ValidationError, prefix: str = "") -> list[tuple
         if loc and loc[0] == "optimizer" and len(loc) > 1 and loc[1] in OPTIMIZERS:
             del loc[1]
         loc = [part for part in loc if not part.startswith(("function-", "tagged-union"))]
-        # For one-key sweep domains, report the offending key rather than the class name.
-        loc = [part for part in loc if not part.endswith("Domain")]
+        # A sweep domain's tag precedes its one field of the same name: say it once.
+        loc = [part for i, part in enumerate(loc)
+               if not (part in SWEEP_KINDS and loc[i + 1 : i + 2] == [part])]  # fmt: skip
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
