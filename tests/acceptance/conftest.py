@@ -64,11 +64,10 @@ class Shell:
 
     def start(self, *args: str, **popen) -> subprocess.Popen:
         """Start ``normstudy ARGS`` in a new session (its process group holds all it starts)."""
-        proc = subprocess.Popen(
-            [str(NORMSTUDY), *args], cwd=self.cwd, env=self.env, text=True,
-            stdout=popen.pop("stdout", subprocess.PIPE), stderr=popen.pop("stderr", subprocess.PIPE),
-            start_new_session=True, **popen,
-        )  # fmt: skip
+        popen.setdefault("stdout", subprocess.PIPE)
+        popen.setdefault("stderr", subprocess.PIPE)
+        proc = subprocess.Popen([str(NORMSTUDY), *args], cwd=self.cwd, env=self.env, text=True,
+                                start_new_session=True, **popen)  # fmt: skip
         self.started.append(proc)
         return proc
 

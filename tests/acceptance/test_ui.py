@@ -96,7 +96,7 @@ def test_ui_refuses_a_port_in_use_naming_it(quickstart):
     assert ran.code == 2 and f"127.0.0.1:{port} is in use" in ran.err, ran.text
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install)")
 def test_the_runs_page_shows_the_parent_and_its_named_children(quickstart, tmp_path):
     user, _ = quickstart
     if "études" in str(user.cwd):
