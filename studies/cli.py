@@ -166,24 +166,60 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = _load(args)
     check_storage(spec.storage)  # before Ray starts or anything is written
-    print(f"[normstudy] study {spec.name!r}: {trial_count(spec)}")
-    outcome = run_study(spec, address=args.address, overwrite=args.overwrite)
-    return finish(outcome)
+    with study_lease(spec.storage, spec.name, args):  # one driver per study (studies/lease.py)
+        print(f"[normstudy] study {spec.name!r}: {trial_count(spec)}")
+        outcome = run_study(spec, address=args.address, overwrite=args.overwrite)
+        return finish(outcome)
+
+
+def study_lease(storage: str, name: str, args: argparse.Namespace):
+    """The lease of study ``name`` in the results folder ``storage``, taken now (LeaseHeld:
+    exit 2 while another driver holds it); none for a URI storage."""
+    import contextlib
+
+    from studies.lease import acquire_lease
+
+    if "://" in storage:
+        return contextlib.nullcontext()
+    command = f"normstudy {args.command} {getattr(args, 'spec', None) or args.study}"
+    folder = Path(storage).expanduser().resolve()
+    return acquire_lease(folder, name, command, interrupt_on_loss=True)
+
+
+def existing_study_lease(args: argparse.Namespace):
+    """The lease of the existing study ``args.study`` (both stages share the search stage's);
+    none when there is no such study (the command reports that in its own words)."""
+    import contextlib
+
+    from studies.runner import find_study
+
+    try:
+        folder = find_study(args.study, args.storage)
+        name = read_yaml(folder / "study.yaml").get("confirm_of") or folder.name
+    except SpecError:
+        return contextlib.nullcontext()
+    return study_lease(str(folder.parent), str(name), args)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from studies.lease import LeaseHeld, read_lease
     from studies.submit import submit_study
 
     spec = _load(args)  # a bad spec stops here: exit 2, nothing submitted
+    storage = Path(spec.storage).expanduser().resolve() if "://" not in spec.storage else None
+    holder = read_lease(storage, spec.name) if storage else None
+    if holder is not None and holder.gone() is None:  # seen from here; the job's driver checks
+        raise LeaseHeld(holder)
     return submit_study(spec, address=args.address, overwrite=args.overwrite, wait=args.wait)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from studies.runner import resume_study
 
-    outcome = resume_study(args.study, address=args.address, retry_errored=args.retry_errored,
-                           storage=args.storage)  # fmt: skip
-    return finish(outcome)
+    with existing_study_lease(args):
+        outcome = resume_study(args.study, address=args.address,
+                               retry_errored=args.retry_errored, storage=args.storage)  # fmt: skip
+        return finish(outcome)
 
 
 def finish(outcome) -> int:
@@ -250,6 +286,7 @@ def study_runs_page(uri: str, experiment: str) -> str | None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from studies.costs import gpu_hours
+    from studies.lease import read_lease
     from studies.spec import resolve_spec_path
     from studies.stages import total_trials
 
@@ -272,6 +309,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     for folder in studies:
         states = trial_states(folder)
         summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no trials yet"
+        name = read_yaml(folder / "study.yaml").get("confirm_of") or folder.name
+        holder = read_lease(folder.parent, str(name))
+        if holder is not None and holder.gone() is None:
+            summary = f"running ({holder.host}, pid {holder.pid}); {summary}"
         print(f"  {folder.name:<28} {summary}")
     return 0
 
@@ -416,14 +457,17 @@ def check_pairs(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    import contextlib
+
     from studies.compare import print_comparison, run_comparison
 
-    check_pairs(args)
-    result = run_comparison(
-        args.study, metric=args.metric, select=args.select, alpha=args.alpha,
-        source=args.source, storage=args.storage, log=not args.no_log,
-    )  # fmt: skip
-    print_comparison(result)
+    with contextlib.nullcontext() if args.no_log else existing_study_lease(args):
+        check_pairs(args)
+        result = run_comparison(
+            args.study, metric=args.metric, select=args.select, alpha=args.alpha,
+            source=args.source, storage=args.storage, log=not args.no_log,
+        )  # fmt: skip
+        print_comparison(result)
     return 0
 
 
@@ -432,7 +476,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     try:
-        result = sync_study(args.study, storage=args.storage, uri=uri)
+        with existing_study_lease(args):
+            result = sync_study(args.study, storage=args.storage, uri=uri)
     except SpecError:
         raise
     except Exception as err:  # the server is still away: say so, no traceback
