@@ -1,6 +1,6 @@
 """Shared parts of the benchmarks: the models, timing, the table printer, the JSON writer.
 
-Models are built the way a study builds them (``studies.recipes.build_model``
+Models are built the way a study builds them (``studies.build.recipes.build_model``
 with the CIFAR-shaped ``fake`` dataset's shape), from the catalog's model
 sections. Times are wall-clock medians; on CUDA every timed call is
 bracketed by ``torch.cuda.synchronize``.
@@ -28,7 +28,7 @@ MODEL_SECTIONS: dict[str, dict[str, Any]] = {
     "fc-15x500": {"name": "fully_connected", "n_layers": 15, "width": 500, "batchnorm": True},
     "fullyconv": {"name": "fully_convolutional"},
     "odenet4-16": {"name": "odenet4", "inplanes": 16, "solver": "euler", "steps": 8},
-    "resnet18": {"name": "resnet18", "input_norm": "none"},
+    "resnet18": {"name": "resnet18"},
     "wrn-16-4": {"name": "wide_resnet", "depth": 16, "width": 4},
     "wrn-28-10": {"name": "wide_resnet", "depth": 28, "width": 10},
 }
@@ -36,8 +36,8 @@ MODEL_SECTIONS: dict[str, dict[str, Any]] = {
 
 def build_model(name: str, device: torch.device, seed: int = 0) -> nn.Module:
     """The model ``name`` of MODEL_SECTIONS, as a study builds it, on ``device``."""
-    from studies.data import dataset_info
-    from studies.recipes import build_model as build
+    from studies.build.recipes import build_model as build
+    from studies.config.datasets import dataset_info
 
     torch.manual_seed(seed)
     return build({"model": MODEL_SECTIONS[name]}, dataset_info("fake")).to(device)

@@ -6,8 +6,8 @@ CIFAR-shaped fake data (``--images`` uint8 images of 3x32x32, 10 classes),
 batch ``--batch``, random crop (32, padding 4) + horizontal flip +
 normalization:
 
-* ``ours``: ``studies.trainable.train_epoch`` with a ``TrainStep`` (fp32)
-  over the device loader (``studies.data.make_batches("device", ...)``):
+* ``ours``: ``studies.build.trainable.train_epoch`` with a ``TrainStep`` (fp32)
+  over the device loader (``studies.build.data.make_batches("device", ...)``):
   uint8 tensors resident on the device, augmentation batched there, losses
   accumulated there, one host sync per epoch;
 * ``seed``: the papers' loop: a ``torch.utils.data.DataLoader`` (shuffle,
@@ -48,8 +48,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from studies.data import Splits, dataset_info, make_batches
-from studies.trainable import TrainStep, train_epoch
+from studies.build.data import Splits, make_batches
+from studies.build.trainable import TrainStep, train_epoch
+from studies.config.datasets import dataset_info
 
 DEFAULT_MODELS = ("fc-15x500", "fullyconv", "odenet4-16", "resnet18", "wrn-28-10")
 CPU_MODELS = ("fc-15x500", "fullyconv", "odenet4-16", "resnet18")  # wrn-28-10: hours on CPU

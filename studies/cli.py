@@ -8,16 +8,22 @@ continues it).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from studies.spec import DEFAULT_STORAGE, SpecError, catalog_names, load_spec, read_yaml
+from studies.build.validation import load_spec
+from studies.config.load import catalog_names, read_yaml, resolve_spec_path
+from studies.config.space import total_trials
+from studies.config.spec import DEFAULT_STORAGE, SpecError
+from studies.store.layout import (
+    SPEC_FILE,
+    check_storage,
+    default_storage,
+    find_study,
+    study_folders,
+)
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 EPILOG = """examples:
@@ -102,11 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser(
         "list", help="catalog studies and studies in the results directory"
     )
-    listing.add_argument("--storage", default=os.environ.get("NORMSTUDY_STORAGE", DEFAULT_STORAGE))
+    listing.add_argument("--storage", default=default_storage())
     listing.set_defaults(handler=cmd_list)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the default store")
-    ui.add_argument("--storage", default=os.environ.get("NORMSTUDY_STORAGE", DEFAULT_STORAGE))
+    ui.add_argument("--storage", default=default_storage())
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=cmd_ui)
 
@@ -155,18 +161,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def trial_count(spec) -> str:
     """``12 trials``, or ``24 search + 15 confirm trials`` for a two-stage study."""
-    from studies.stages import total_trials
-
     search, confirm = total_trials(spec)
     return f"{search} search + {confirm} confirm trials" if confirm else f"{search} trials"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from studies.runner import run_study
+    from studies.run.runner import run_study  # lazily, here and below: Ray loads only if needed
 
     spec = _load(args)
     check_storage(spec.storage)  # before Ray starts or anything is written
-    with study_lease(spec.storage, spec.name, args):  # one driver per study (studies/lease.py)
+    with study_lease(spec.storage, spec.name, args):  # one driver per study (store/lease.py)
         print(f"[normstudy] study {spec.name!r}: {trial_count(spec)}")
         outcome = run_study(spec, address=args.address, overwrite=args.overwrite)
         return finish(outcome)
@@ -177,7 +181,7 @@ def study_lease(storage: str, name: str, args: argparse.Namespace):
     exit 2 while another driver holds it); none for a URI storage."""
     import contextlib
 
-    from studies.lease import acquire_lease
+    from studies.store.lease import acquire_lease
 
     if "://" in storage:
         return contextlib.nullcontext()
@@ -191,19 +195,17 @@ def existing_study_lease(args: argparse.Namespace):
     none when there is no such study (the command reports that in its own words)."""
     import contextlib
 
-    from studies.runner import find_study
-
     try:
         folder = find_study(args.study, args.storage)
-        name = read_yaml(folder / "study.yaml").get("confirm_of") or folder.name
+        name = read_yaml(folder / SPEC_FILE).get("confirm_of") or folder.name
     except SpecError:
         return contextlib.nullcontext()
     return study_lease(str(folder.parent), str(name), args)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from studies.lease import LeaseHeld, read_lease
-    from studies.submit import submit_study
+    from studies.run.submit import submit_study
+    from studies.store.lease import LeaseHeld, read_lease
 
     spec = _load(args)  # a bad spec stops here: exit 2, nothing submitted
     storage = Path(spec.storage).expanduser().resolve() if "://" not in spec.storage else None
@@ -214,7 +216,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from studies.runner import resume_study
+    from studies.run.runner import resume_study
 
     with existing_study_lease(args):
         outcome = resume_study(args.study, address=args.address,
@@ -226,15 +228,13 @@ def finish(outcome) -> int:
     """Report a study that ended and compare its arms (not after an interruption)."""
     code = report(outcome)
     if code != INTERRUPTED:
-        from studies.compare import compare_after_run
-
         compare_after_run(outcome)  # prints the table; a failure only warns
     return code
 
 
 def storage_flag(outcome) -> str:
     """`` --storage DIR`` unless the study is in the default results directory."""
-    default = Path(os.environ.get("NORMSTUDY_STORAGE", DEFAULT_STORAGE)).resolve()
+    default = Path(default_storage()).resolve()
     parent = outcome.folder.parent
     return "" if parent.resolve() == default else f" --storage '{parent}'"
 
@@ -253,6 +253,8 @@ def report(outcome) -> int:
     print(f"[normstudy] results: {outcome.folder}")
     experiment = outcome.spec.experiment_name
     print(f"[normstudy] MLflow:  {outcome.tracking_uri} (experiment {experiment!r})")
+    from studies.store.mlflow import study_runs_page
+
     page = study_runs_page(outcome.tracking_uri, experiment)
     if outcome.tracking_uri.startswith("sqlite:"):
         print(f"[normstudy] browse:  normstudy ui --storage '{outcome.folder.parent}', then")
@@ -266,31 +268,13 @@ def report(outcome) -> int:
     return 0
 
 
-def study_runs_page(uri: str, experiment: str) -> str | None:
-    """The runs page of a study's experiment in the MLflow UI (``normstudy ui``'s address for
-    the embedded store); None when MLflow cannot say."""
-    from mlflow import MlflowClient
-
-    from studies.secrets import redact
-    from studies.tracking import runs_page
-
-    try:
-        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
-    except Exception:  # noqa: BLE001 - an unreachable server only loses the hint
-        return None
-    if found is None:
-        return None
-    base = redact(uri) if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return runs_page(base, found.experiment_id)
-
-
 def cmd_list(args: argparse.Namespace) -> int:
-    from studies.costs import gpu_hours
-    from studies.lease import read_lease
-    from studies.spec import resolve_spec_path
-    from studies.stages import total_trials
+    from studies.analysis.costs import gpu_hours
+    from studies.store.lease import read_lease
+    from studies.store.results import outcome_counts
 
-    print("Catalog studies (normstudy run NAME; GPU-h: estimated H100 hours, studies/costs.py):")
+    print("Catalog studies (normstudy run NAME; GPU-h: estimated H100 hours, "
+          "studies/analysis/costs.py):")
     print(f"  {'study':<28} {'trials':>6} {'GPU-h':>7}  description")
     for name in catalog_names():
         data = read_yaml(resolve_spec_path(name))
@@ -304,12 +288,13 @@ def cmd_list(args: argparse.Namespace) -> int:
             trials, hours = "?", "?"
         print(f"  {name:<28} {trials:>6} {hours:>7}  {description[:80]}")
     storage = Path(args.storage)
-    studies = sorted(p.parent for p in storage.glob("*/study.yaml")) if storage.is_dir() else []
+    studies = study_folders(storage)
     print(f"\nStudies in {storage}:" if studies else f"\nNo studies in {storage} yet.")
     for folder in studies:
-        states = trial_states(folder)
+        data = read_yaml(folder / SPEC_FILE)
+        states = outcome_counts(folder, (data.get("train") or {}).get("epochs") or 0)
         summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "no trials yet"
-        name = read_yaml(folder / "study.yaml").get("confirm_of") or folder.name
+        name = data.get("confirm_of") or folder.name
         holder = read_lease(folder.parent, str(name))
         if holder is not None and holder.gone() is None:
             summary = f"running ({holder.host}, pid {holder.pid}); {summary}"
@@ -317,162 +302,54 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def trial_states(folder: Path) -> dict[str, int]:
-    """Count trials by their last reported result: finished, diverged, incomplete. A last line
-    cut short by a crash or a full disk counts as incomplete."""
-    spec_epochs = (read_yaml(folder / "study.yaml").get("train") or {}).get("epochs")
-    states: dict[str, int] = {}
-    for result_file in folder.glob("*/result.json"):
-        try:
-            lines = result_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-            last = json.loads(lines[-1]) if lines else {}
-        except (OSError, json.JSONDecodeError):
-            last = {}
-        last = last if isinstance(last, dict) else {}
-        if last.get("diverged"):
-            state = "diverged"
-        elif last.get("epoch") == spec_epochs or last.get("done"):
-            state = "finished"
-        else:
-            state = "incomplete"
-        states[state] = states.get(state, 0) + 1
-    return states
-
-
-def cmd_ui(args: argparse.Namespace) -> int:
-    """Serve the MLflow UI of the default store on 127.0.0.1 until Ctrl-C or SIGTERM, which
-    stop the server and every process it started (its own process group)."""
-    from studies.tracking import default_tracking_uri, runs_page
-
-    storage = Path(args.storage)
-    if not (storage / "mlflow.db").is_file():
-        raise SpecError([("--storage", f"no MLflow store in {storage} (run a study first)")])
-    check_port_free(args.port)
-    uri = default_tracking_uri(storage)
-    base = f"http://127.0.0.1:{args.port}"
-    print(f"[normstudy] MLflow UI at {base} (store {uri}); Ctrl-C to stop", flush=True)
-    for name, experiment_id in study_experiments(uri):
-        print(f"[normstudy]   {name}: {runs_page(base, experiment_id)}", flush=True)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", "127.0.0.1", "--port", str(args.port)]  # fmt: skip
-    server = subprocess.Popen(command, start_new_session=True)
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        return server.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        stop_group(server)
-
-
-def study_experiments(uri: str) -> list[tuple[str, str]]:
-    """(name, id) of the experiments in a store, oldest first; the Default one left out."""
-    from mlflow import MlflowClient
-
-    experiments = MlflowClient(tracking_uri=uri).search_experiments()
-    return [(e.name, e.experiment_id) for e in sorted(experiments, key=lambda e: e.creation_time)
-            if e.name != "Default"]  # fmt: skip
-
-
-def check_port_free(port: int) -> None:
-    if not 0 < port < 65536:
-        raise SpecError([("--port", f"{port} is not a TCP port (1-65535)")])
-    with socket.socket() as sock:  # as the server will bind: TIME_WAIT is not "in use"
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            raise SpecError([("--port", f"127.0.0.1:{port} is in use; pass --port with a free "
-                              "port, e.g. --port 5001")]) from None  # fmt: skip
-
-
-def stop_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM a process started in its own session, and all it started; SIGKILL stragglers."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            continue
-        deadline = time.monotonic() + grace_s  # the leader is gone; wait for its group
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-
-
-def check_storage(storage: str) -> None:
-    """SpecError unless the results directory exists or can be created, and takes files."""
-    import tempfile
-
-    if "://" in storage:
-        return  # a URI (s3://...): Ray Tune checks it
-    path = Path(storage).expanduser().absolute()
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    problem = None
-    if not existing.is_dir():
-        problem = f"{existing} is a file, not a folder"
-    else:
-        try:  # os.access says yes to root everywhere; only a real write tells
-            Path(tempfile.mkdtemp(prefix=".normstudy-probe-", dir=existing)).rmdir()
-        except OSError as err:
-            problem = f"{existing} does not take new files ({err.strerror or err})"
-    if problem:
-        raise SpecError([("storage", f"results directory {str(path)!r} is not writable: "
-                          f"{problem}; pass --storage with a writable folder (or set "
-                          "`storage:` in the spec)")])  # fmt: skip
-
-
-def check_pairs(args: argparse.Namespace) -> None:
-    """SpecError if the study has no arm with a finished pair to test (nothing is written)."""
-    from studies.compare import SOURCES, check_options, compare, load_trials
-    from studies.runner import find_study, load_study_spec
-
-    try:
-        check_options(args.metric or "val_acc", args.select, args.alpha)
-        folder = find_study(args.study, args.storage)
-    except SpecError:
-        return  # run_comparison reports these in its own words
-    spec = load_study_spec(folder)
-    if args.source not in SOURCES or spec.baseline is None:
-        return
-    comparison = compare(load_trials(folder, spec, args.source), spec, args.metric,
-                         args.select, args.alpha)  # fmt: skip
-    if not any(row.enough for row in comparison.rows):
-        raise SpecError([("study", f"{spec.name!r} has no arm with two finished pairs of "
-                          "trials (arm and baseline on the same seed) to test; let it finish "
-                          f"with `normstudy resume {spec.name}` (add --retry-errored to rerun "
-                          "errored trials), then compare again")])  # fmt: skip
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     import contextlib
 
-    from studies.compare import print_comparison, run_comparison
+    from studies.analysis.outputs import run_comparison
 
     with contextlib.nullcontext() if args.no_log else existing_study_lease(args):
-        check_pairs(args)
         result = run_comparison(
             args.study, metric=args.metric, select=args.select, alpha=args.alpha,
-            source=args.source, storage=args.storage, log=not args.no_log,
+            source=args.source, storage=args.storage, log=not args.no_log, require_pairs=True,
         )  # fmt: skip
         print_comparison(result)
     return 0
 
 
+def print_comparison(result) -> None:
+    from studies.analysis.outputs import ARTIFACT_DIR, OUTPUT_DIR, REPORT_FILE
+    from studies.analysis.report import format_table
+
+    print(format_table(result.comparison))
+    print(f"[normstudy] report: {result.folder / OUTPUT_DIR / REPORT_FILE}")
+    if result.run_id:
+        print(f"[normstudy] logged to MLflow run {result.run_id} (artifacts/{ARTIFACT_DIR})")
+
+
+def compare_after_run(outcome) -> None:
+    """After ``run`` / ``resume``: compare and print; a failure only warns (the study is safe)."""
+    from studies.analysis.outputs import run_comparison
+
+    if outcome.spec.baseline is None:
+        return
+    try:
+        print()
+        print_comparison(run_comparison(outcome.folder))
+    except Exception as err:  # the study itself is safe; only its comparison failed
+        print(f"[normstudy] warning: the comparison failed ({type(err).__name__}: {err}); "
+              f"the study is saved, retry with `normstudy compare {outcome.folder}`",
+              file=sys.stderr)  # fmt: skip
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Serve the MLflow UI of the default store on 127.0.0.1 until Ctrl-C or SIGTERM."""
+    from studies.run.ui import serve_ui
+
+    return serve_ui(Path(args.storage), args.port)
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
-    from studies.sync import sync_study
+    from studies.run.sync import sync_study
 
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     try:
@@ -481,7 +358,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     except SpecError:
         raise
     except Exception as err:  # the server is still away: say so, no traceback
-        from studies.secrets import redact
+        from studies.config.secrets import redact
 
         print(f"normstudy: sync of {args.study!r} failed ({type(err).__name__}: "
               f"{redact(str(err)).splitlines()[0][:300] if str(err) else ''}); is the MLflow "

@@ -39,7 +39,7 @@ def construct_network(
     image_size: int = 32,
     in_channels: int = 3,
     bn_weight: float = 1.0,
-    input_norm: str = "bn",
+    input_norm: str = "none",
     classifier_init: str = "seed",
 ) -> nn.Module:
     """A torchvision ResNet ``name`` with BN-init; wrapped after an ``InputNorm`` if asked.

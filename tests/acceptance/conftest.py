@@ -1,113 +1,17 @@
 """The README as the test: every test drives the installed ``normstudy`` console script in a
-fresh working directory, as a user would. No fixture starts Ray or MLflow for the CLI.
-
-The working directory's path is long and has a space (and, for the second run of the main
-flow, non-ASCII characters); ``PWD`` is that directory, ``HOME`` another temporary folder, and
-``AWS_SECRET_ACCESS_KEY`` a fake credential that must appear in no file and no MLflow record.
-"""
+fresh working directory, as a user would (helpers: user_shell.py). No fixture starts Ray or
+MLflow for the CLI; the CLI does, as for a user."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 import pytest
 
-BIN = Path(sys.executable).parent
-NORMSTUDY = BIN / "normstudy"
-SECRET = "acceptance-secret-123"
-WORKDIRS = {"space": ("my studies", "study-1"), "non-ascii": ("études", "é-1")}
+sys.path.insert(0, str(Path(__file__).parent))
 
-
-@dataclass
-class Ran:
-    code: int
-    out: str
-    err: str
-    seconds: float
-
-    @property
-    def text(self) -> str:
-        return self.out + self.err
-
-
-@dataclass
-class Shell:
-    """A user's shell: a working directory and an environment, running ``normstudy``."""
-
-    cwd: Path
-    env: dict[str, str]
-    started: list[subprocess.Popen] = field(default_factory=list)
-
-    @property
-    def results(self) -> Path:
-        return self.cwd / "normstudy-results"
-
-    def run(self, *args: str, timeout: float = 600) -> Ran:
-        began = time.monotonic()
-        proc = self.start(*args)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.stop(proc)
-            out, err = proc.communicate()
-            pytest.fail(f"normstudy {' '.join(args)} ran past {timeout}s:\n{out}\n{err}")
-        return Ran(proc.returncode, out, err, time.monotonic() - began)
-
-    def start(self, *args: str, **popen) -> subprocess.Popen:
-        """Start ``normstudy ARGS`` in a new session (its process group holds all it starts)."""
-        popen.setdefault("stdout", subprocess.PIPE)
-        popen.setdefault("stderr", subprocess.PIPE)
-        proc = subprocess.Popen([str(NORMSTUDY), *args], cwd=self.cwd, env=self.env, text=True,
-                                start_new_session=True, **popen)  # fmt: skip
-        self.started.append(proc)
-        return proc
-
-    @staticmethod
-    def stop(proc: subprocess.Popen) -> None:
-        """SIGKILL a started command and everything it started (its group and descendants)."""
-        with contextlib.suppress(psutil.NoSuchProcess):
-            family = psutil.Process(proc.pid).children(recursive=True)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        for child in locals().get("family", []):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=20)
-
-    def close(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None or _group_alive(proc.pid):
-                self.stop(proc)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def make_shell(root: Path, parts: tuple[str, ...]) -> Shell:
-    cwd = root.joinpath(*parts)
-    cwd.mkdir(parents=True)
-    home = root / "home"
-    home.mkdir(exist_ok=True)
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("RAY_", "MLFLOW_", "NORMSTUDY_"))}  # fmt: skip
-    env.update(PWD=str(cwd), HOME=str(home), AWS_SECRET_ACCESS_KEY=SECRET, PYTHONUNBUFFERED="1",
-               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")  # fmt: skip
-    return Shell(cwd, env)
+from user_shell import WORKDIRS, make_shell  # noqa: E402
 
 
 @pytest.fixture
@@ -126,21 +30,3 @@ def quickstart(request, tmp_path_factory):
     print(f"normstudy run quickstart in {user.cwd}: {ran.seconds:.1f}s")
     yield user, ran
     user.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the command ended (exit {proc.returncode}) before {what}")
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")

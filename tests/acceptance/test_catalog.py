@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from studies.spec import catalog_names
+from studies.config.load import catalog_names
 
 pytestmark = pytest.mark.acceptance
 

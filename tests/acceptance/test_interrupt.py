@@ -8,8 +8,7 @@ import signal
 import time
 
 import pytest
-from conftest import wait_for
-from test_quickstart import TRIALS, assert_accounted
+from user_shell import TRIALS, assert_accounted, wait_for
 
 pytestmark = pytest.mark.acceptance
 

@@ -7,39 +7,13 @@ import io
 from collections import Counter
 
 import pytest
-from conftest import SECRET
-from mlflow import MlflowClient
+from user_shell import ARMS, SECRET, TRIALS, assert_accounted, study_runs
 
-from studies.spec import parse_spec, read_yaml
+from studies.build.validation import parse_spec
+from studies.config.load import read_yaml
 
 pytestmark = pytest.mark.acceptance
 
-TRIALS = 15
-ARMS = ("enorm.c=0", "enorm.c=1.0", "enorm.c=1.2")
-
-
-def study_runs(user, name="quickstart"):
-    client = MlflowClient(tracking_uri=f"sqlite:///{user.results / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(name)
-    assert experiment is not None, f"no MLflow experiment {name!r}"
-    runs = client.search_runs([experiment.experiment_id], max_results=5000)
-    parents = [r for r in runs if r.data.tags.get("normstudy.role") == "study"]
-    children = [r for r in runs if r.data.tags.get("normstudy.role") == "trial"]
-    return client, experiment, parents, children
-
-
-def assert_accounted(user, trials=TRIALS):
-    """One parent and one FINISHED child per trial, each with an end time, none twice."""
-    _, _, parents, children = study_runs(user)
-    assert len(parents) == 1 and len(children) == trials
-    ids = Counter(r.data.tags["normstudy.trial_id"] for r in children)
-    assert len(ids) == trials and max(ids.values()) == 1
-    for run in [*parents, *children]:
-        assert run.info.status == "FINISHED", (run.info.run_name, run.info.status)
-        assert run.info.end_time and run.info.end_time >= run.info.start_time
-    for run in children:
-        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-    return parents[0], children
 
 
 def test_run_prints_the_comparison_and_writes_every_output(quickstart):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import free_port, wait_for
+from user_shell import free_port, wait_for
 
 pytestmark = pytest.mark.acceptance
 

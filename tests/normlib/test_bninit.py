@@ -180,7 +180,7 @@ def test_param_groups_reject_bad_arguments(kwargs, field):
 
 def test_sgd_step_uses_group_lr_and_weight_decay():
     lr, c, wd = 0.1, 100.0, 1e-2
-    model = construct_network("resnet18", bn_weight=BN_WEIGHT)  # stepped: not the fixture
+    model = construct_network("resnet18", bn_weight=BN_WEIGHT, input_norm="bn")  # stepped
     optimizer = torch.optim.SGD(bn_param_groups(model, lr=lr, weight_decay=wd, c=c), lr=lr)
     torch.manual_seed(1)
     x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
@@ -352,3 +352,12 @@ def test_construct_network_rejects_bad_arguments(kwargs, field):
         assert "resnet18, resnet34, resnet50, resnet101, resnet152" in str(error.value)
     if field == "input_norm":
         assert "bn, none" in str(error.value)
+
+
+def test_the_registry_default_adds_no_input_norm():
+    from torchvision.models import ResNet
+
+    from normlib.models import MODELS
+
+    model = MODELS.build("resnet18", num_classes=10)
+    assert isinstance(model, ResNet) and not hasattr(model, "input_norm")

@@ -17,7 +17,7 @@ import pytest
 import torch
 from reliability_kit import mlflow_runs, result_rows, sqlite_uri, tiny_spec, write_spec
 
-from studies.checkpoints import (
+from studies.build.checkpoints import (
     STATE_FILE,
     CheckpointError,
     load_state,
@@ -122,7 +122,7 @@ def test_disk_full_write_leaves_nothing_half_written(tmp_path):
 
 
 def _study(tmp_path, name, **changes):
-    from studies.spec import load_spec
+    from studies.build.validation import load_spec
 
     spec = tiny_spec(name, sweep={}, seeds=[5], baseline=None, **changes)
     return load_spec(write_spec(tmp_path, spec), [f"storage={tmp_path / 'results'}"])
@@ -131,7 +131,7 @@ def _study(tmp_path, name, **changes):
 def test_corrupted_checkpoint_in_a_real_trial_restarts_from_the_previous_one(
     tmp_path, ray_session
 ):
-    from studies.runner import resume_study, run_study
+    from studies.run.runner import resume_study, run_study
 
     # Fails at epoch 3 every time: checkpoints of epochs 1 and 2 stay behind.
     outcome = run_study(_study(tmp_path, "corrupt", train__fail_at_epoch=3))
@@ -158,7 +158,7 @@ def test_corrupted_checkpoint_in_a_real_trial_restarts_from_the_previous_one(
 
 
 def test_disk_full_during_a_real_trial(tmp_path, ray_session):
-    from studies.runner import run_study
+    from studies.run.runner import run_study
 
     # conftest arms the fault for trials of the study named "diskfull" at epoch 2.
     outcome = run_study(_study(tmp_path, "diskfull"))

@@ -31,13 +31,13 @@ pytestmark = pytest.mark.integration
 
 
 def _load(tmp_path, spec: dict):
-    from studies.spec import load_spec
+    from studies.build.validation import load_spec
 
     return load_spec(write_spec(tmp_path, spec), [f"storage={tmp_path / 'results'}"])
 
 
 def test_worker_sigkill_mid_epoch_restarts_from_checkpoint(tmp_path, ray_session):
-    from studies.runner import run_study
+    from studies.run.runner import run_study
 
     # One trial with epochs long enough (a whole pass over digits, a wider net) to be hit
     # inside one.
@@ -95,7 +95,7 @@ def _failures(trial_dir) -> int:
 def test_raising_trials_error_after_retries_and_retry_errored_reruns_only_them(
     tmp_path, ray_session
 ):
-    from studies.runner import resume_study, run_study
+    from studies.run.runner import resume_study, run_study
 
     spec = _load(tmp_path, tiny_spec(
         "raising", sweep={"train.fail_at_epoch": {"grid": [None, 2]}}, baseline=None,

@@ -27,7 +27,7 @@ def _study_runs(storage, experiment: str):
     """(client, parent runs, trial runs) of an experiment in the default MLflow store."""
     from mlflow import MlflowClient
 
-    from studies.tracking import default_tracking_uri
+    from studies.store.layout import default_tracking_uri
 
     client = MlflowClient(default_tracking_uri(storage))
     exp = client.get_experiment_by_name(experiment)

@@ -4,22 +4,23 @@ import time
 
 import pytest
 
-from studies import smoke as smoke_module
-from studies.costs import COSTS, epoch_seconds, gpu_hours, model_key
-from studies.runner import expected_trials
-from studies.space import (
+from studies.analysis.costs import COSTS, epoch_seconds, gpu_hours, model_key
+from studies.build.validation import load_spec
+from studies.config import smoke as smoke_module
+from studies.config.load import catalog_names, read_yaml, resolve_spec_path
+from studies.config.space import (
     FINITE,
     arms,
     assigns,
     domain_values,
+    expected_trials,
     flatten_assignment,
     get_path,
     is_baseline,
     is_finite,
     resolved_config,
+    total_trials,
 )
-from studies.spec import catalog_names, load_spec, read_yaml, resolve_spec_path
-from studies.stages import total_trials
 
 CATALOG = catalog_names()
 PAPER_STUDIES = [
@@ -197,8 +198,8 @@ def test_description_opens_with_a_summary_that_fits_the_listing(name):
 
 
 def smoke_of(**changes):
-    from studies.smoke import shrink
-    from studies.spec import parse_spec
+    from studies.build.validation import parse_spec
+    from studies.config.smoke import shrink
 
     data = read_yaml(resolve_spec_path("quickstart"))
     data.update(changes)
@@ -355,7 +356,7 @@ def test_riemannian_bn_search_stage_tunes_lrg_then_confirms_against_sgd():
 def test_bn_init_has_the_papers_grid_seeds_and_split():
     spec = load_spec("bninit-resnet18-cifar10")
     config = config_of("bninit-resnet18-cifar10")
-    assert config["model"] == {"name": "resnet18", "input_norm": "none"}
+    assert config["model"] == {"name": "resnet18"}
     assert config["optimizer"] == {"name": "sgd", "lr": 0.1, "momentum": 0.9,
                                    "weight_decay": 1e-4, "nesterov": False}  # fmt: skip
     assert config["schedule"]["name"] == "cosine"
@@ -527,8 +528,8 @@ def smoke_storage(tmp_path_factory):
 def test_study_runs_end_to_end_with_smoke(
     name, smoke_storage, ray_local, record_property, study_runs
 ):
-    from studies.compare import run_comparison
-    from studies.runner import run_study
+    from studies.analysis.outputs import run_comparison
+    from studies.run.runner import run_study
 
     spec = load_spec(name, [f"storage={smoke_storage}"], smoke=True)
     search, confirm = total_trials(spec)

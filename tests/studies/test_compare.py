@@ -13,19 +13,14 @@ import pytest
 from scipy import stats as sps
 
 from normlib.stats import holm
-from studies.compare import (
-    NOT_ENOUGH,
-    Trial,
-    compare,
-    format_table,
-    run_comparison,
-    to_csv,
-    trials_from_mlflow,
-    trials_from_results,
-    write_outputs,
-)
-from studies.space import with_values
-from studies.spec import SpecError, dump_spec, load_spec
+from studies.analysis.comparison import NOT_ENOUGH, compare
+from studies.analysis.outputs import run_comparison, write_outputs
+from studies.analysis.report import format_table, to_csv
+from studies.analysis.trials import TrialHistory, trials_from_mlflow, trials_from_results
+from studies.build.validation import load_spec
+from studies.config.load import dump_spec
+from studies.config.space import with_values
+from studies.config.spec import SpecError
 
 SEEDS = [1, 2, 3, 4, 5, 6]
 BASE = [0.90, 0.92, 0.88, 0.91, 0.89, 0.93]
@@ -210,7 +205,7 @@ def make_trial(trial_id, c, seed, val_acc, test_acc, val_loss=None, test_loss=No
         history["test_loss"] = dict(enumerate(test_loss, 1))
     history["diverged"] = dict.fromkeys(range(1, len(val_acc) + 1), 0.0)
     done = len(val_acc) >= epochs
-    return Trial(trial_id, ARMS[c], {"enorm.c": c}, seed, c == 0,
+    return TrialHistory(trial_id, ARMS[c], {"enorm.c": c}, seed, c == 0,
                  "finished" if done else "incomplete", history)  # fmt: skip
 
 
@@ -325,10 +320,10 @@ def test_mlflow_table_equals_results_table(study, spec, table):
     """Log the synthetic trials the way the Ray callback does, then read them back."""
     from mlflow import MlflowClient
 
-    from studies.compare import study_tracking_uri
-    from studies.tracking import StudyTracker
+    from studies.store.layout import tracking_uri
+    from studies.store.mlflow import StudyTracker
 
-    uri = study_tracking_uri(spec, study)
+    uri = tracking_uri(spec.model_copy(update={"storage": str(study.parent)}))
     tracker = StudyTracker(spec, uri)
     tracker.start_study()
     for trial_id, config, lines in synthetic_trials(spec):
@@ -357,7 +352,7 @@ def test_mlflow_table_equals_results_table(study, spec, table):
 def ray_study(tmp_path_factory):
     import ray
 
-    from studies.runner import run_study
+    from studies.run.runner import run_study
 
     storage = tmp_path_factory.mktemp("ray-storage")
     spec = load_spec("quickstart", overrides=[
@@ -375,7 +370,8 @@ def ray_study(tmp_path_factory):
 def test_end_to_end_results_equal_mlflow(ray_study, capsys):
     from mlflow import MlflowClient
 
-    from studies.compare import compare_after_run, parent_run_id
+    from studies.cli import compare_after_run
+    from studies.store.mlflow import parent_run_id
 
     outcome = ray_study
     assert outcome.counts == {"finished": 6}
@@ -405,7 +401,7 @@ def test_end_to_end_results_equal_mlflow(ray_study, capsys):
 def test_compare_after_run_only_warns(spec, tmp_path, capsys):
     from types import SimpleNamespace
 
-    from studies.compare import compare_after_run
+    from studies.cli import compare_after_run
 
     compare_after_run(SimpleNamespace(spec=spec, folder=tmp_path / "gone"))  # must not raise
     err = capsys.readouterr().err

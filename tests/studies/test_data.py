@@ -7,8 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from studies.data import (
-    DatasetInfo,
+from studies.build.data import (
     DatasetMissing,
     DeviceBatches,
     LoaderBatches,
@@ -20,7 +19,9 @@ from studies.data import (
     write_cifar10_files,
     write_svhn_files,
 )
-from studies.spec import SpecError, load_spec
+from studies.build.validation import load_spec
+from studies.config.datasets import DatasetInfo
+from studies.config.spec import SpecError
 
 
 def test_digits_splits_are_fixed_disjoint_and_complete():
@@ -91,7 +92,7 @@ def test_crop_offsets_uniform_over_9x9_and_flip_rate_half():
 def identical_images(n, size):
     """n copies of one float image with pixel values 1..size^2, as training split."""
     image = (1 + torch.arange(size * size, dtype=torch.float32)).view(1, 1, size, size)
-    info = DatasetInfo(10, (1, size, size), (0.0,), (1.0,), augment=True)
+    info = DatasetInfo(10, (1, size, size), (0.0,), (1.0,), augment=True, train_size=n, test_size=0)
     x, y = image.expand(n, 1, size, size).contiguous(), torch.arange(n) % 10
     return image, Splits(info, x, y, x[:2], y[:2], x[:2], y[:2])
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from studies.runner import run_study
-from studies.spec import load_spec
+from studies.build.validation import load_spec
+from studies.run.runner import run_study
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""studies/lease.py: one driver per study (exclusive create, heartbeat, takeover), and the CLI
+"""studies/store/lease.py: one driver per study (exclusive create, heartbeat, takeover), and the CLI
 commands refusing a held study before any work."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from studies.lease import (
+from studies.config.spec import SpecError
+from studies.store.lease import (
     TIMEOUT_ENV,
     LeaseHeld,
     acquire_lease,
@@ -23,7 +24,6 @@ from studies.lease import (
     lease_timeout,
     read_lease,
 )
-from studies.spec import SpecError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,7 +172,7 @@ def test_concurrent_acquire_in_threads_one_wins(tmp_path):
 
 RACER = """
 import sys, time
-from studies.lease import LeaseHeld, acquire_lease
+from studies.store.lease import LeaseHeld, acquire_lease
 storage, at = sys.argv[1], float(sys.argv[2])
 time.sleep(max(0.0, at - time.time()))
 try:
@@ -267,3 +267,14 @@ def test_a_refused_or_failed_command_leaves_no_empty_folder(tmp_path):
     with acquire_lease(storage, "s"):
         (storage / "s").mkdir()  # the study wrote something: kept
     assert os.listdir(storage) == ["s"]
+
+
+def test_a_command_that_wrote_nothing_leaves_the_folder_times_unchanged(tmp_path):
+    old = time.time() - 3600
+    os.utime(tmp_path, (old, old))
+    before = os.stat(tmp_path).st_mtime_ns
+    acquire_lease(tmp_path, "s").release()
+    assert os.stat(tmp_path).st_mtime_ns == before
+    with acquire_lease(tmp_path, "s"):
+        (tmp_path / "s").mkdir()
+    assert os.stat(tmp_path).st_mtime_ns != before  # it wrote: the folder's time is real

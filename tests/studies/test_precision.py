@@ -11,9 +11,7 @@ import math
 import pytest
 import torch
 
-from studies.space import resolved_config
-from studies.spec import SpecError, load_spec
-from studies.trainable import (
+from studies.build.trainable import (
     CompileUnavailable,
     TrainStep,
     build_trial,
@@ -21,6 +19,9 @@ from studies.trainable import (
     run_trial,
     train_epoch,
 )
+from studies.build.validation import load_spec
+from studies.config.space import resolved_config
+from studies.config.spec import SpecError
 
 
 def config(*overrides, seed=1):

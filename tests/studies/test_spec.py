@@ -3,16 +3,11 @@
 import pytest
 import yaml
 
+from studies.build.validation import load_spec, parse_spec
 from studies.cli import main
-from studies.space import arms, trial_configs
-from studies.spec import (
-    SpecError,
-    apply_overrides,
-    load_spec,
-    parse_spec,
-    read_yaml,
-    resolve_spec_path,
-)
+from studies.config.load import apply_overrides, read_yaml, resolve_spec_path
+from studies.config.space import arms, trial_configs
+from studies.config.spec import SpecError
 
 BASE = read_yaml(resolve_spec_path("quickstart"))
 
@@ -32,6 +27,11 @@ MALFORMED = [
     ({"dataset__name": "imagenet"}, "dataset.name", "unknown dataset"),
     ({"model__name": "vgg"}, "model.name", "unknown model"),
     ({"model__depth": 3}, "model.depth", "unknown argument of model 'fully_connected'"),
+    ({"sweep": {"model.depth": {"grid": [2, 3]}}, "baseline": None}, "sweep.model.depth",
+     "unknown argument of model 'fully_connected'"),
+    ({"model": {"name": "resnet18", "input_norm": "bn"}}, "model.input_norm",
+     "one switch, bn.input_norm"),
+    ({"sweep": {"enorm.c": {"grid": []}}}, "sweep.enorm.c.grid", "needs at least one value"),
     ({"train__epochs": 0}, "train.epochs", "greater than or equal to 1"),
     ({"enorm__c": -1}, "enorm.c", "greater than or equal to 0"),
     ({"enorm__sweep": "random"}, "enorm.sweep", "'jacobi' or 'sequential'"),

@@ -7,12 +7,23 @@ from pathlib import Path
 
 import pytest
 
+from studies.analysis.outputs import run_comparison
+from studies.build.validation import load_spec
 from studies.cli import main
-from studies.compare import run_comparison
-from studies.runner import expected_trials, find_study, resume_study, run_study
-from studies.space import arm_of, arms, is_baseline, resolve_arm, resolved_config
-from studies.spec import SpecError, dump_spec, load_spec
-from studies.stages import confirm_spec, rank_arms, total_trials
+from studies.config.load import dump_spec
+from studies.config.space import (
+    arm_of,
+    arms,
+    expected_trials,
+    is_baseline,
+    resolve_arm,
+    resolved_config,
+    total_trials,
+)
+from studies.config.spec import SpecError
+from studies.run.runner import resume_study, run_study
+from studies.run.stages import confirm_spec, rank_arms
+from studies.store.layout import find_study
 
 TWO_STAGE = [
     "train.epochs=2",

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from studies.space import resolved_config
-from studies.spec import load_spec
-from studies.trainable import InjectedFault, run_trial
+from studies.build.trainable import InjectedFault, run_trial
+from studies.build.validation import load_spec
+from studies.config.space import resolved_config
 
 
 class Recorder:

@@ -13,23 +13,15 @@ nothing behind either.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from studies.tracking import StudyTracker, metric_batch
+from studies.store.layout import find_study, load_study_spec, tracking_uri
+from studies.store.mlflow import StudyTracker, metric_batch
+from studies.store.results import INCOMPLETE, TrialRecord, trial_records, trial_statuses
 
 # Ray Tune trial status -> MLflow run status (unknown or unfinished: KILLED, resumable)
 RUN_STATUS = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}
-
-
-@dataclass
-class TrialRecord:
-    trial_id: str
-    config: dict[str, Any]
-    rows: dict[int, dict[str, Any]]  # epoch -> the last line reported for it
-    errored: bool
 
 
 @dataclass
@@ -46,55 +38,13 @@ class SyncReport:
                 f"{len(self.artifacts)} artifact(s) uploaded")  # fmt: skip
 
 
-def trial_records(folder: Path) -> list[TrialRecord]:
-    """Every trial of a Ray Tune study directory, with its reported epochs."""
-    records = []
-    for trial_dir in sorted(p for p in Path(folder).glob("trial_*") if p.is_dir()):
-        params = trial_dir / "params.json"
-        if not params.is_file():
-            continue
-        config = json.loads(params.read_text())
-        trial_id = trial_dir.name.removeprefix("trial_")
-        rows: dict[int, dict[str, Any]] = {}
-        result = trial_dir / "result.json"
-        for line in result.read_text().splitlines() if result.is_file() else []:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-            if isinstance(row, dict) and "epoch" in row:
-                trial_id = str(row.get("trial_id", trial_id))
-                rows[int(row["epoch"])] = row
-        errored = (trial_dir / "error.txt").is_file()
-        records.append(TrialRecord(trial_id, config, rows, errored))
-    return records
-
-
-def trial_statuses(folder: Path) -> dict[str, str]:
-    """Trial id -> Ray Tune status from the newest experiment state (empty if none)."""
-    states = sorted(Path(folder).glob("experiment_state-*.json"))
-    if not states:
-        return {}
-    try:
-        data = json.loads(states[-1].read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    statuses = {}
-    for entry in data.get("trial_data", []):
-        try:
-            trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
-            statuses[str(trial["trial_id"])] = str(trial["status"])
-        except (KeyError, IndexError, TypeError, json.JSONDecodeError):
-            continue
-    return statuses
-
-
 def _status(record: TrialRecord, ray_status: str | None, epochs: int) -> str:
+    """The MLflow status of a trial's run: Ray Tune's status, else (no experiment state)
+    judged by the results."""
     if ray_status in RUN_STATUS:
         return RUN_STATUS[ray_status]
-    if ray_status is None:  # no experiment state: judge by the results
-        last = max(record.rows, default=0)
-        if record.rows and (last >= epochs or record.rows[last].get("diverged")):
+    if ray_status is None:
+        if record.rows and record.outcome(epochs) != INCOMPLETE:
             return "FINISHED"
         if record.errored:
             return "FAILED"
@@ -107,7 +57,7 @@ def reconcile(tracker: StudyTracker, folder: Path, statuses: dict[str, str]) -> 
     tracker.start_study(running=False)
     for record in trial_records(folder):
         report.trials += 1
-        known = record.trial_id in tracker._runs
+        known = tracker.known_run(record.trial_id) is not None
         run_id = tracker.run_id(record.trial_id, record.config)
         report.runs_created += not known
         logged = tracker.logged_epochs(run_id) if known else set()
@@ -119,7 +69,7 @@ def reconcile(tracker: StudyTracker, folder: Path, statuses: dict[str, str]) -> 
         for start in range(0, len(metrics), 500):
             tracker.client.log_batch(run_id, metrics=metrics[start : start + 500])
         if record.rows:
-            tracker._last_epoch[record.trial_id] = max(record.rows)
+            tracker.note_logged(record.trial_id, record.last_epoch)
         status = _status(record, statuses.get(record.trial_id), tracker.spec.train.epochs)
         info = tracker.client.get_run(run_id).info
         if info.status != status or (status != "RUNNING" and not info.end_time):
@@ -139,13 +89,9 @@ def study_status(statuses: dict[str, str]) -> str:
 
 def sync_study(study: str, storage: str | None = None, uri: str | None = None) -> SyncReport:
     """Upload what MLflow lacks of a study (by name under the results directory, or a path)."""
-    from studies.compare import study_tracking_uri
-    from studies.runner import find_study, load_study_spec
-
     folder = find_study(study, storage)
     spec = load_study_spec(folder)
-    spec = spec.model_copy(update={"storage": str(folder.parent)})
-    tracker = StudyTracker(spec, uri or study_tracking_uri(spec, folder))
+    tracker = StudyTracker(spec, uri or tracking_uri(spec))
     statuses = trial_statuses(folder)
     report = reconcile(tracker, folder, statuses)
     status = study_status(statuses)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
-import time
 from typing import Any
 
 import torch
@@ -22,7 +20,7 @@ from normlib.bninit import InputNorm, bn_param_groups
 from normlib.enorm import ENorm
 from normlib.models import MODELS
 from normlib.riemannian import SGDG, AdamG, grassmann_param_groups
-from studies.data import DatasetInfo, check_available, dataset_info
+from studies.build.data import DatasetInfo
 
 # Keyword arguments the service fills in from the dataset, if a model takes them.
 INJECTED = ("num_classes", "in_channels", "in_features", "image_size")
@@ -197,118 +195,3 @@ class AliGMaxLRSchedule:
 def current_lr(optimizer) -> float:
     group = optimizer.param_groups[-1]
     return float(group["lr"] if "lr" in group else group.get("max_lr") or 0.0)
-
-
-# Bytes a trained fp32 parameter costs at least: weight, gradient, two optimizer-state slots.
-BYTES_PER_PARAMETER = 16
-BUILD_SECONDS = 3.0  # a model that takes longer to build on the meta device is refused
-
-
-class ModelTooBig(ValueError):
-    """Raised while a model is built on the meta device, before it is allocated anywhere."""
-
-
-class _BuildBudget:
-    """Counts parameters and buffers as modules register them (no memory is allocated on the
-    meta device) and stops the build at once when they exceed ``max_elements`` or the build
-    runs past ``seconds``: ``FullyConnected(n_layers=10**8)`` is refused in milliseconds."""
-
-    def __init__(self, max_elements: int, seconds: float, memory_note: str):
-        self.max_elements, self.seconds, self.memory_note = max_elements, seconds, memory_note
-        self.elements = self.modules = 0
-        self._handles: list = []
-
-    def __enter__(self) -> _BuildBudget:
-        from torch.nn.modules import module as hooks
-
-        self._deadline = time.monotonic() + self.seconds
-        self._handles = [
-            hooks.register_module_parameter_registration_hook(self._tensor),
-            hooks.register_module_buffer_registration_hook(self._tensor),
-            hooks.register_module_module_registration_hook(self._module),
-        ]
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-    def _tensor(self, module, name, tensor) -> None:
-        self.elements += 0 if tensor is None else tensor.numel()
-        if self.elements > self.max_elements:
-            raise ModelTooBig(f"more than {self.max_elements:,} parameters, at "
-                              f"{BYTES_PER_PARAMETER} bytes each (weights, gradients, "
-                              f"optimizer state), exceed the trial's {self.memory_note}")
-        self._module(module, name, None)
-
-    def _module(self, module, name, child) -> None:
-        self.modules += 1
-        if time.monotonic() > self._deadline:
-            raise ModelTooBig(f"it has over {self.modules:,} modules (building it on the meta "
-                              f"device took over {self.seconds:.0f}s)")  # fmt: skip
-
-
-def machine_memory() -> int:
-    """Physical memory of this machine in bytes."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def _size_fields(config: dict[str, Any]) -> str:
-    """The spec fields that set the model's size: its integer arguments."""
-    sized = [f"model.{k}" for k, v in config["model"].items()
-             if isinstance(v, int) and not isinstance(v, bool)]  # fmt: skip
-    return " / ".join(sized) or "model.name"
-
-
-def check_memory(config: dict[str, Any], memory: int, memory_field: str) -> list[tuple[str, str]]:
-    """A batch of inputs must fit in the trial's memory (a lower bound on its activations)."""
-    info = dataset_info(config["dataset"]["name"])
-    batch = config["train"]["batch_size"] * math.prod(info.shape) * 4
-    if batch <= memory:
-        return []
-    return [("train.batch_size", f"{config['train']['batch_size']:,} images of "
-             f"{'x'.join(map(str, info.shape))} take {batch / 2**30:,.1f} GiB, more than the "
-             f"trial's {memory / 2**30:,.1f} GiB ({memory_field}); use a smaller batch")]
-
-
-def check_buildable(
-    config: dict[str, Any], memory: int | None = None, memory_field: str = "this machine's memory"
-) -> list[tuple[str, str]]:
-    """Problems building this config's model (and ENorm on it), found without real work.
-
-    The model is built on the ``meta`` device: shapes and arguments are checked, no memory
-    is allocated, no weights are initialized for real. Its parameters, at
-    ``BYTES_PER_PARAMETER`` each, and a batch of inputs must fit in ``memory`` bytes (default:
-    this machine's memory).
-    """
-    problems: list[tuple[str, str]] = []
-    missing = check_available(config["dataset"])
-    if missing:
-        problems.append(("dataset.root", missing))
-    name = config["model"]["name"]
-    accepted = model_parameters(name)
-    for key in config["model"]:
-        if key != "name" and key not in accepted:
-            problems.append(
-                (
-                    f"model.{key}",
-                    f"unknown argument of model {name!r}; valid: {', '.join(accepted)}",
-                )
-            )
-    if problems:
-        return problems
-    memory = machine_memory() if memory is None else memory
-    problems += check_memory(config, memory, memory_field)
-    info = dataset_info(config["dataset"]["name"])
-    note = f"{memory / 2**30:,.1f} GiB ({memory_field})"
-    budget = _BuildBudget(memory // BYTES_PER_PARAMETER, BUILD_SECONDS, note)
-    try:
-        with torch.device("meta"), budget:
-            model = build_model(config, info)
-            build_enorm(config, model, None)
-    except ModelTooBig as err:
-        problems.append((_size_fields(config), f"the model is too big: {err}; make it smaller"))
-    except (ValueError, TypeError) as err:
-        section = "enorm" if "ENorm" in str(err) else "model"
-        problems.append((section, str(err)))
-    return problems

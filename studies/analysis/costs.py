@@ -43,6 +43,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from studies.config.datasets import DATASETS, SVHN_EXTRA, dataset_info
+from studies.config.space import (
+    arms,
+    confirm_baseline,
+    expected_trials,
+    is_finite,
+    resolved_config,
+)
+from studies.config.spec import StudySpec
+
 CIFAR_TRAIN, CIFAR_EVAL = 45_000, 15_000
 CIFAR_WORK = 3 * CIFAR_TRAIN + CIFAR_EVAL
 """Image-forwards per CIFAR epoch: a train image costs ~3 forwards, an evaluated one 1."""
@@ -51,20 +61,6 @@ GENERIC_TFLOPS = 30.0
 """Assumed effective H100 throughput for a model the table does not list."""
 STEP_OVERHEAD_S = 0.003
 """Assumed fixed cost of one optimizer step (kernel launches, optimizer, bookkeeping)."""
-
-# Dataset sizes (train incl. validation, test) and image side, to scale a CIFAR epoch.
-# SVHN with `dataset.extra: true` adds SVHN_EXTRA training images.
-DATASET_SIZES: dict[str, tuple[int, int, int]] = {
-    "cifar10": (50_000, 10_000, 32),
-    "cifar100": (50_000, 10_000, 32),
-    "svhn": (73_257, 26_032, 32),
-    "mnist": (60_000, 10_000, 28),
-    "fashion_mnist": (60_000, 10_000, 28),
-    "digits": (1_437, 360, 8),
-    "fake": (2_000, 500, 32),
-}
-
-SVHN_EXTRA = 531_131
 
 # ODE solvers: function evaluations per step.
 SOLVER_STAGES = {"euler": 1, "rk2": 2, "rk4": 4}
@@ -163,7 +159,8 @@ def ode_evaluations(model: dict[str, Any]) -> int:
 def _work_ratio(config: dict[str, Any]) -> float:
     """An epoch of this config's data relative to a CIFAR epoch (images x pixels)."""
     dataset, train = config["dataset"], config["train"]
-    total_train, test, side = DATASET_SIZES.get(dataset.get("name"), (50_000, 10_000, 32))
+    info = DATASETS.get(dataset.get("name"), DATASETS["cifar10"])
+    total_train, test, side = info.train_size, info.test_size, info.shape[-1]
     if dataset.get("extra"):
         total_train += SVHN_EXTRA
     val = round(total_train * dataset.get("val_fraction", 0.1))
@@ -180,11 +177,10 @@ def _work_ratio(config: dict[str, Any]) -> float:
 
 def _flop_estimate(config: dict[str, Any]) -> ModelCost:
     """Price a model the table lacks from its forward FLOPs (counted on the meta device)."""
-    import torch
+    import torch  # lazily: `normstudy list` prices most studies from the table
     from torch.utils.flop_counter import FlopCounterMode
 
-    from studies.data import dataset_info
-    from studies.recipes import build_model
+    from studies.build.recipes import build_model
 
     info = dataset_info(config["dataset"].get("name", "cifar10"))
     with torch.device("meta"):
@@ -212,12 +208,9 @@ def epoch_seconds(config: dict[str, Any]) -> float:
     return seconds * _work_ratio(config)
 
 
-def gpu_hours(spec) -> float:
+def gpu_hours(spec: StudySpec) -> float:
     """Estimated H100 GPU-hours of a whole study, both stages of a two-stage one (see the
     module docstring)."""
-    from studies.runner import expected_trials
-    from studies.space import arms, flatten_assignment, is_finite, resolved_config
-
     epochs = spec.train.epochs
     base = epoch_seconds(resolved_config(spec, {}))
     if is_finite(spec) and spec.search.name == "grid":
@@ -228,7 +221,7 @@ def gpu_hours(spec) -> float:
     else:
         seconds = expected_trials(spec) * epochs * base
     if spec.confirm is not None:
-        baseline = flatten_assignment(spec.confirm.baseline or spec.baseline or {})
+        baseline = confirm_baseline(spec)
         per_seed = spec.confirm.top_k * base + epoch_seconds(resolved_config(spec, baseline))
         seconds += per_seed * epochs * len(spec.confirm.seeds)
     return seconds / 3600

@@ -33,17 +33,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from normlib.registry import Registry
+from studies.config.datasets import DatasetInfo, dataset_info
 
 DATASETS = Registry("dataset")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    num_classes: int
-    shape: tuple[int, int, int]  # channels, height, width
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augment: bool  # whether crop+flip augmentation applies by default
 
 
 @dataclass
@@ -73,16 +65,14 @@ class Source:
     load: Any  # (options) -> (train_x, train_y, test_x, test_y)
 
 
-def register(name: str, info: DatasetInfo):
+def register(name: str):
+    """Register the loader of a dataset of the facts table (:mod:`studies.config.datasets`)."""
+
     def add(load):
-        DATASETS.register(name)(Source(info, load))
+        DATASETS.register(name)(Source(dataset_info(name), load))
         return load
 
     return add
-
-
-def dataset_info(name: str) -> DatasetInfo:
-    return DATASETS.get(name).info
 
 
 def load_splits(options: dict[str, Any]) -> Splits:
@@ -379,7 +369,7 @@ def make_batches(
 # Offline datasets
 
 
-@register("digits", DatasetInfo(10, (1, 8, 8), (0.3,), (0.38,), augment=False))
+@register("digits")
 def _digits(options: dict[str, Any]):
     """scikit-learn's bundled 8x8 digits (1797 images); fixed stratified 80/20 split."""
     from sklearn.datasets import load_digits
@@ -398,10 +388,7 @@ def _digits(options: dict[str, Any]):
     )
 
 
-FAKE_TRAIN, FAKE_TEST = 2000, 500
-
-
-@register("fake", DatasetInfo(10, (3, 32, 32), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), augment=True))
+@register("fake")
 def _fake(options: dict[str, Any]):
     """Deterministic CIFAR-shaped data: class prototypes plus noise, as uint8.
 
@@ -418,15 +405,15 @@ def _fake(options: dict[str, Any]):
         images = (prototypes[labels] + noise).clamp(0, 1).mul(255).round().to(torch.uint8)
         return images, labels
 
-    train_x, train_y = sample(FAKE_TRAIN)
-    test_x, test_y = sample(FAKE_TEST)
+    info = dataset_info("fake")
+    train_x, train_y = sample(info.train_size)
+    test_x, test_y = sample(info.test_size)
     return train_x, train_y, test_x, test_y
 
 
 # ---------------------------------------------------------------------------
 # torchvision datasets (real files on disk; `download: true` fetches them)
 
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 HOW_TO_GET = (
     "set dataset.download: true on a machine with internet access, or copy the "
     "files there (torchvision layout)"
@@ -500,22 +487,16 @@ def _as_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return data.contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.long)
 
 
-_TORCHVISION = {
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", "train",
-                DatasetInfo(10, (3, 32, 32), CIFAR_MEAN, CIFAR_STD, augment=True)),
-    "cifar100": ("CIFAR100", "cifar-100-python", "train",
-                 DatasetInfo(100, (3, 32, 32), (0.5071, 0.4865, 0.4409),
-                             (0.2673, 0.2564, 0.2762), augment=True)),
-    "svhn": ("SVHN", "", "split",
-             DatasetInfo(10, (3, 32, 32), (0.4377, 0.4438, 0.4728),
-                         (0.1980, 0.2010, 0.1970), augment=False)),
-    "mnist": ("MNIST", "MNIST", "train", DatasetInfo(10, (1, 28, 28), (0.1307,), (0.3081,), False)),
-    "fashion_mnist": ("FashionMNIST", "FashionMNIST", "train",
-                      DatasetInfo(10, (1, 28, 28), (0.2860,), (0.3530,), augment=False)),
-}  # fmt: skip
+_TORCHVISION = {  # name: (torchvision class, folder under root, split keyword)
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", "train"),
+    "cifar100": ("CIFAR100", "cifar-100-python", "train"),
+    "svhn": ("SVHN", "", "split"),
+    "mnist": ("MNIST", "MNIST", "train"),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST", "train"),
+}
 
-for _name, (_cls, _folder, _split, _info) in _TORCHVISION.items():
-    register(_name, _info)(_torchvision(_name, _cls, _folder, _split))
+for _name, (_cls, _folder, _split) in _TORCHVISION.items():
+    register(_name)(_torchvision(_name, _cls, _folder, _split))
 
 
 def write_cifar10_files(root: Path, train: tuple[np.ndarray, list[int]], test) -> Path:

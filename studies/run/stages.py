@@ -17,26 +17,14 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from studies.space import assigns, flatten_assignment, resolved_config
-from studies.spec import StudySpec, parse_spec
-
-CONFIRM_SUFFIX = "-confirm"
-
-
-def confirm_name(search: StudySpec) -> str:
-    return f"{search.name}{CONFIRM_SUFFIX}"
-
-
-def baseline_arm(search: StudySpec) -> dict[str, Any]:
-    """The confirm stage's baseline arm: ``confirm.baseline``, else the study's baseline."""
-    assert search.confirm is not None
-    return flatten_assignment(search.confirm.baseline or search.baseline or {})
+from studies.analysis.trials import trials_from_results
+from studies.config.load import parse_config
+from studies.config.space import assigns, confirm_baseline, confirm_name, resolved_config
+from studies.config.spec import StudySpec
 
 
 def rank_arms(search: StudySpec, folder: Path) -> list[tuple[dict[str, Any], float]]:
     """The search stage's arms, best first, with their mean metric at the last epoch."""
-    from studies.compare import trials_from_results
-
     metric, sign = search.metric.name, 1.0 if search.metric.mode == "max" else -1.0
     scores: dict[str, list[float]] = {}
     values: dict[str, dict[str, Any]] = {}
@@ -62,7 +50,7 @@ def confirm_spec(search: StudySpec, folder: Path) -> tuple[StudySpec, list[float
     """
     assert search.confirm is not None
     confirm = search.confirm
-    baseline = baseline_arm(search)
+    baseline = confirm_baseline(search)
     chosen, scores = [], []
     for arm, score in rank_arms(search, folder):
         if assigns(resolved_config(search, arm), baseline):
@@ -91,14 +79,4 @@ def confirm_spec(search: StudySpec, folder: Path) -> tuple[StudySpec, list[float
         tracking={**data.get("tracking", {}), "experiment": search.experiment_name},
         confirm_of=search.name,
     )
-    return parse_spec(data), scores
-
-
-def total_trials(spec: StudySpec) -> tuple[int, int]:
-    """Trials of the (search) stage and of the confirm stage (0 for one-stage studies)."""
-    from studies.runner import expected_trials
-
-    confirm = 0
-    if spec.confirm is not None:
-        confirm = (spec.confirm.top_k + 1) * len(spec.confirm.seeds)
-    return expected_trials(spec), confirm
+    return parse_config(data), scores  # the search stage's spec was validated in full

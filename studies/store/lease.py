@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from studies.spec import SpecError
+from studies.config.spec import SpecError
 
 TIMEOUT_ENV = "NORMSTUDY_LEASE_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 60.0
@@ -211,6 +211,7 @@ class Lease:
         self._record = record
         self._on_lost = on_lost
         self.created: list[Path] = []  # folders made for the lease: removed again if empty
+        self.folder_times: tuple[int, int, int] | None = None  # (atime, mtime) before, after
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, args=(heartbeat_s,), daemon=True,
@@ -263,10 +264,19 @@ class Lease:
             if self._fd is None:
                 return
             if not self.lost and self.owned():
+                folder = self.path.parent
+                untouched = (
+                    self.folder_times and os.stat(folder).st_mtime_ns == self.folder_times[2]
+                )
                 try:
                     os.unlink(self.path)
                 except FileNotFoundError:
                     pass
+                if untouched:  # nothing else changed in the folder: leave it as it was
+                    try:
+                        os.utime(folder, ns=self.folder_times[:2])
+                    except OSError:
+                        pass  # not our folder: only its time is off
             os.close(self._fd)
             self._fd = None
         for folder in self.created:  # a refused or failed command leaves no empty folder
@@ -356,6 +366,7 @@ def acquire_lease(storage: str | os.PathLike, study: str, command: str = "", *,
     storage.mkdir(parents=True, exist_ok=True)
     path = lease_path(storage, study)
     stat = _proc_stat(os.getpid())
+    before = os.stat(storage)
     now = time.time()
     record = {
         "host": socket.gethostname(), "host_id": _host_id(), "pid": os.getpid(),
@@ -388,6 +399,8 @@ def acquire_lease(storage: str | os.PathLike, study: str, command: str = "", *,
             on_lost = (lambda: os.kill(os.getpid(), signal.SIGINT)) if interrupt_on_loss else None
             lease = Lease(info, fd, record, heartbeat_s, on_lost)
             lease.created = created
+            lease.folder_times = (before.st_atime_ns, before.st_mtime_ns,
+                                  os.stat(storage).st_mtime_ns)  # fmt: skip
             return lease
         holder = read_lease(storage, study)
         if holder is None:

@@ -20,10 +20,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from studies.spec import SpecError, StudySpec, dump_spec
+from studies.config.load import dump_spec
+from studies.config.spec import SpecError, StudySpec
+from studies.store.layout import SPEC_FILE
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
-SPEC_FILE = "study.yaml"
 # Exit codes of `submit --wait` by the job's final status (2 stays "bad input").
 EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 3}
 TERMINAL = set(EXIT_CODES)

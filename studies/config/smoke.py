@@ -7,7 +7,7 @@ A smoke run keeps what the study compares and cuts everything else:
   the first other value, in the spec's order), explicit ``arms`` keep the
   baseline arm and at most two others (the first ones listed), and a two-stage
   study confirms its single best arm (``top_k: 1``) on two seeds. The baseline is
-  found on resolved trial configs (:func:`studies.space.assigns`), so a baseline
+  found on resolved trial configs (:func:`studies.config.space.assigns`), so a baseline
   given as a subset of a section (``optimizer: {name: sgd}``) or as dotted paths
   finds its value in a section-valued grid. If the arms would still make more
   than :data:`MAX_TRIALS` trials, the sweep paths listed last are cut to the
@@ -34,9 +34,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-OFFLINE = ("digits", "fake")
-DIGITS_TRAIN = 1437
-"""Training images of ``digits`` before the validation split (80% of 1,797)."""
+from studies.config.datasets import DATASETS, OFFLINE
+from studies.config.space import assigns, explicit_arms, flatten_assignment, resolved_config
+from studies.config.spec import GridDomain, StudySpec
+
 # Dataset fields that carry over when a real dataset is replaced by `fake`: how the
 # images are fed, not where they come from (root, download, extra do not apply).
 KEPT_DATASET_FIELDS = ("split_seed", "augment", "normalize")
@@ -93,9 +94,7 @@ def _offline_dataset(data: dict[str, Any]) -> None:
         dataset.clear()
         dataset.update(name="fake", **kept)
         name = "fake"
-    from studies.data import FAKE_TRAIN
-
-    train = FAKE_TRAIN if name == "fake" else DIGITS_TRAIN
+    train = DATASETS[name].train_size
     dataset.update(
         train_size=TRAIN_IMAGES,
         test_size=EVAL_IMAGES,
@@ -165,12 +164,10 @@ def _short_schedule(schedule: Any) -> None:
 
 def _cut_arms(data: dict[str, Any]) -> None:
     """Cut grids and explicit arms in place (see the module docstring)."""
-    from studies.spec import GridDomain, StudySpec
-
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError:
-        return  # parse_spec reports the problems, with the user's field paths
+        return  # parse_config reports the problems, with the user's field paths
     grids = _finite_grids(data)
     explicit = list(range(len(spec.arms)))
     chosen = _baseline_choice(spec, grids) or {
@@ -218,8 +215,6 @@ def _finite_grids(data: dict[str, Any]) -> dict[str, list[Any]]:
 def _baseline_choice(spec, grids: dict[str, list[Any]]) -> dict[str, Any] | None:
     """Indices of the baseline's explicit arm (``"arm"``) and grid values, found on resolved
     trial configs; None if the study has no baseline or no arm matches it."""
-    from studies.space import assigns, explicit_arms, flatten_assignment, resolved_config
-
     wanted = spec.baseline
     if wanted is None and spec.confirm is not None:
         wanted = spec.confirm.baseline

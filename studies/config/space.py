@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from studies.spec import (
+from studies.config.spec import (
     ChoiceDomain,
     GridDomain,
     LogUniformDomain,
@@ -36,6 +36,7 @@ from studies.spec import (
 
 FINITE = (GridDomain, ChoiceDomain)
 CONFIRM_BASE = "confirm.baseline"
+CONFIRM_SUFFIX = "-confirm"
 
 
 def get_path(config: dict[str, Any], path: str) -> Any:
@@ -220,16 +221,13 @@ def _path_exists(config: dict[str, Any], path: str) -> bool:
     except KeyError:
         pass
     parts = path.split(".")
-    if parts[0] == "model" and len(parts) == 2:
-        from studies.recipes import model_parameters
-
-        return parts[1] in model_parameters(config["model"]["name"])
-    return False
+    # A model argument the spec leaves at its default: the model registry decides
+    # (studies.build.validation checks it against the constructor's signature).
+    return parts[0] == "model" and len(parts) == 2
 
 
 def check_study(spec: StudySpec) -> list[tuple[str, str]]:
-    from studies.recipes import check_buildable
-
+    """Every problem of the study's sweep, arms and baseline that needs no torch."""
     problems: list[tuple[str, str]] = []
     base = TrialConfig.model_validate(spec.trial_config()).model_dump(mode="json")
     for path, domain in spec.sweep.items():
@@ -280,26 +278,7 @@ def check_study(spec: StudySpec) -> list[tuple[str, str]]:
                     ("baseline", f"matches {len(hits)} arms ({labels}); it must pick one")
                 )
 
-    configs = [resolved_config(spec, v) for v in arms(spec)] if is_finite(spec) else [base]
-    seen: set[str] = set()
-    for config in configs:
-        key = json.dumps({k: config.get(k) for k in ("dataset", "model", "enorm")}, sort_keys=True)
-        if key in seen:
-            continue
-        seen.add(key)
-        memory, field = memory_budget(spec)
-        found = check_buildable(config, memory, field)
-        problems.extend(p for p in found if p not in problems)
-        if any(path.startswith(("model", "train")) for path, _ in found):
-            break  # the other arms build the same network: one message is enough
     return problems
-
-
-def memory_budget(spec: StudySpec) -> tuple[int | None, str]:
-    """Bytes one trial may use, and the field that says so."""
-    if spec.resources.memory_gb is None:
-        return None, "resources.memory_gb, default this machine's memory"
-    return int(spec.resources.memory_gb * 2**30), "resources.memory_gb"
 
 
 def _invalid(spec: StudySpec, where: str, values: dict[str, Any]) -> list[tuple[str, str]]:
@@ -343,3 +322,39 @@ def _check_assignments(spec: StudySpec, base: dict[str, Any]) -> list[tuple[str,
         problems.append((CONFIRM_BASE, "a two-stage study needs a baseline arm: set "
                          "confirm.baseline (paths -> values) or baseline"))  # fmt: skip
     return problems
+
+
+# ---------------------------------------------------------------------------
+# Trial counts and the stages of a two-stage study
+
+
+def expected_trials(spec: StudySpec) -> int:
+    """Trials the study will run: arms x grid x seeds (grid search), arms x grid x samples x
+    seeds (random search), proposals (Optuna)."""
+    if spec.search.name == "optuna":
+        return spec.search.num_samples
+    grid = max(1, len(spec.arms))
+    for domain in spec.sweep.values():
+        if isinstance(domain, GridDomain) or spec.search.name == "grid":
+            grid *= len(domain_values(domain))
+    samples = 1 if spec.search.name == "grid" else spec.search.num_samples
+    return grid * samples * len(spec.seeds)
+
+
+def total_trials(spec: StudySpec) -> tuple[int, int]:
+    """Trials of the (search) stage and of the confirm stage (0 for one-stage studies)."""
+    confirm = 0
+    if spec.confirm is not None:
+        confirm = (spec.confirm.top_k + 1) * len(spec.confirm.seeds)
+    return expected_trials(spec), confirm
+
+
+def confirm_name(search: StudySpec) -> str:
+    """The confirm stage of search stage ``NAME`` is the study ``NAME-confirm``."""
+    return f"{search.name}{CONFIRM_SUFFIX}"
+
+
+def confirm_baseline(search: StudySpec) -> dict[str, Any]:
+    """The confirm stage's baseline arm: ``confirm.baseline``, else the study's baseline."""
+    assert search.confirm is not None
+    return flatten_assignment(search.confirm.baseline or search.baseline or {})

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -21,8 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-if TYPE_CHECKING:
-    from studies.compare import Comparison
+from studies.analysis.comparison import Comparison
+from studies.analysis.report import format_p, units
 
 BETTER, WORSE, TIED = "#2ca02c", "#d62728", "#7f7f7f"
 BASELINE_COLOR = "black"
@@ -41,8 +40,6 @@ def _selection_text(comparison: Comparison) -> str:
 
 def paired_plot(comparison: Comparison, path: str | Path) -> Path:
     """One panel per arm: baseline (left) and arm (right) values joined by seed."""
-    from studies.compare import format_p, units
-
     u = units(comparison.scored_metric)
     rows = comparison.rows
     by_arm: dict[str, dict[int, float]] = {}
@@ -124,8 +121,6 @@ def _panels(comparison: Comparison) -> list[str]:
 def curves_plot(comparison: Comparison, path: str | Path) -> Path:
     """Mean +- sd over the seeds of each arm, per epoch, for the compared metrics and the
     training loss; only the trials the comparison used (failures left out)."""
-    from studies.compare import units
-
     used = {score.trial_id for score in comparison.scores}
     trials = [t for t in comparison.trials if t.trial_id in used]
     arms = [comparison.baseline, *(row.arm for row in comparison.rows)]

@@ -1,0 +1,100 @@
+"""The comparison of a study, end to end: find it, compare, write ``comparison/`` and log it
+to the study's MLflow parent run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from studies.analysis.comparison import Comparison, check_options, compare
+from studies.analysis.plots import curves_plot, paired_plot
+from studies.analysis.report import to_csv, to_markdown
+from studies.analysis.trials import SOURCES, load_trials
+from studies.config.space import confirm_name
+from studies.config.spec import SpecError, StudySpec
+from studies.store.layout import find_study, load_study_spec, tracking_uri
+from studies.store.mlflow import parent_run_id
+
+OUTPUT_DIR = ARTIFACT_DIR = "comparison"
+CSV_FILE, REPORT_FILE = "comparison.csv", "report.md"
+PAIRED_PLOT, CURVES_PLOT = "paired.png", "learning_curves.png"
+
+
+def write_outputs(comparison: Comparison, folder: str | Path) -> list[Path]:
+    """``comparison.csv``, ``report.md`` and the PNG plots into ``folder/comparison/``."""
+    out = Path(folder) / OUTPUT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    plots = []
+    if comparison.rows:
+        paired_plot(comparison, out / PAIRED_PLOT)
+        plots.append(PAIRED_PLOT)
+    if comparison.scores:
+        curves_plot(comparison, out / CURVES_PLOT)
+        plots.append(CURVES_PLOT)
+    (out / CSV_FILE).write_text(to_csv(comparison))
+    (out / REPORT_FILE).write_text(to_markdown(comparison, plots))
+    return [out / CSV_FILE, out / REPORT_FILE, *(out / name for name in plots)]
+
+
+def log_outputs(paths: list[Path], spec: StudySpec, uri: str) -> str | None:
+    """Log the files to the parent run under ``comparison/``; its status is left alone."""
+    from mlflow import MlflowClient
+
+    run_id = parent_run_id(spec, uri)
+    if run_id is None:
+        return None
+    client = MlflowClient(tracking_uri=uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path), ARTIFACT_DIR)
+    return run_id
+
+
+@dataclass
+class ComparisonRun:
+    comparison: Comparison
+    folder: Path
+    files: list[Path]
+    run_id: str | None
+
+
+def run_comparison(
+    study: str | Path,
+    metric: str | None = None,
+    select: str = "final",
+    alpha: float = 0.05,
+    source: str = "results",
+    storage: str | None = None,
+    log: bool = True,
+    require_pairs: bool = False,
+) -> ComparisonRun:
+    """Find the study, compare, write ``<study>/comparison/`` and log it to MLflow.
+
+    With ``require_pairs`` a study with no arm that has two finished pairs of trials to test
+    is refused (SpecError) before anything is written.
+    """
+    if source not in SOURCES:
+        raise SpecError([("--source", f"unknown source {source!r}; valid: results, mlflow")])
+    check_options(metric or "val_acc", select, alpha)  # fail before reading anything
+    try:
+        folder = find_study(str(study), storage)
+    except SpecError as err:
+        raise SpecError([("study", message) for _, message in err.problems]) from None
+    spec = load_study_spec(folder)
+    if spec.confirm is not None:  # a two-stage study is judged on its confirm stage
+        confirm = folder.parent / confirm_name(spec)
+        if not confirm.is_dir():
+            raise SpecError([("study", f"{spec.name!r} is the search stage of a two-stage "
+                              f"study and its confirm stage has not started; finish it with "
+                              f"`normstudy resume {spec.name}`")])  # fmt: skip
+        folder, spec = confirm, load_study_spec(confirm)
+    comparison = compare(load_trials(folder, spec, source), spec, metric, select, alpha)
+    if require_pairs and not any(row.enough for row in comparison.rows):
+        raise SpecError([("study", f"{spec.name!r} has no arm with two finished pairs of "
+                          "trials (arm and baseline on the same seed) to test; let it finish "
+                          f"with `normstudy resume {spec.confirm_of or spec.name}` (add "
+                          "--retry-errored to rerun errored trials), then compare again")])
+    files = write_outputs(comparison, folder)
+    run_id = log_outputs(files, spec, tracking_uri(spec)) if log else None
+    if log and run_id is None:
+        comparison.warnings.append("no MLflow parent run found: outputs not logged to MLflow")
+    return ComparisonRun(comparison, folder, files, run_id)

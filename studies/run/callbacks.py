@@ -1,0 +1,90 @@
+"""Ray Tune callback that mirrors every trial into MLflow.
+
+Updates go through a :class:`studies.store.backlog.Backlog`, so nothing here raises and a
+tracking server that goes away never stops a study. When the study ends the backlog is
+drained, and the runs are reconciled with the results directory
+(:func:`studies.run.sync.reconcile`), so no epoch is missing and no run is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ray.tune import Callback
+
+from studies.run.sync import reconcile
+from studies.store.backlog import Backlog, first_line, retry_seconds, say
+from studies.store.mlflow import LOGGED_METRICS, StudyTracker
+
+
+class MLflowTrialCallback(Callback):
+    """Ray Tune callback that mirrors every trial into MLflow through a StudyTracker.
+
+    Nothing here raises: an update MLflow does not take waits in the tracker's backlog.
+    """
+
+    def __init__(self, tracker: StudyTracker):
+        self.tracker = tracker
+        self.backlog = Backlog(tracker)
+
+    def __getstate__(self) -> dict:  # pickled into Ray Tune's experiment state
+        return {"tracker": self.tracker}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["tracker"])
+
+    def setup(self, **info):
+        self.backlog.submit(self.tracker.start_study)
+
+    def on_step_end(self, iteration, trials, **info):
+        self.backlog.flush()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.backlog.submit(self.tracker.trial_run, trial.trial_id, trial.config)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        fields = {k: result[k] for k in ("epoch", *LOGGED_METRICS) if k in result}
+        stamp = int(time.time() * 1000)  # fixed now, so a replay writes the same point
+        self.backlog.submit(self.tracker.log_epoch, trial.trial_id, trial.config, fields, stamp)
+        if result.get("checkpoint_warning"):  # a damaged checkpoint was skipped
+            say(f"trial {trial.trial_id}: {result['checkpoint_warning']}")
+            tags = {"checkpoint_warning": str(result["checkpoint_warning"])[:5000]}
+            self.backlog.submit(self.tracker.tag_trial, trial.trial_id, trial.config, tags)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.backlog.submit(self.tracker.mark_retry, trial.trial_id, trial.config,
+                            trial.num_failures)  # fmt: skip
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        tags = {"diverged": "true"} if result.get("diverged") else {}
+        epochs = self.tracker.spec.train.epochs
+        if not result.get("diverged") and int(result.get("epoch", 0)) < epochs:
+            tags["stopped_early"] = "true"  # ASHA
+        self.backlog.submit(self.tracker.finish_trial, trial.trial_id, trial.config, "FINISHED",
+                            tags)  # fmt: skip
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        tags = {"error_file": str(getattr(trial, "error_file", "") or "")}
+        self.backlog.submit(self.tracker.finish_trial, trial.trial_id, trial.config, "FAILED",
+                            tags)  # fmt: skip
+
+    def on_experiment_end(self, trials, **info):
+        finished = all(t.status == "TERMINATED" for t in trials)
+        errored = any(t.status == "ERROR" for t in trials)
+        status = "FINISHED" if finished else "FAILED" if errored else "KILLED"
+        self.backlog.submit(self.tracker.end_study, status)
+        seconds = retry_seconds()
+        if not self.backlog.drain(seconds):
+            say(self.backlog.undelivered_warning(seconds))
+            return
+        folder = self.tracker.study_folder()
+        if folder is None:
+            return
+        statuses = {t.trial_id: t.status for t in trials}
+        try:  # what a killed driver or a lost update left behind
+            reconcile(self.tracker, folder, statuses)
+        except Exception as err:
+            say(f"warning: could not check the MLflow runs against the results "
+                f"({type(err).__name__}: {first_line(err)}); run `normstudy sync "
+                f"{self.tracker.spec.name}` to retry")  # fmt: skip

@@ -1,0 +1,88 @@
+"""``normstudy ui``: the MLflow UI of a results directory, on loopback only.
+
+``mlflow ui`` starts uvicorn workers and job runners of its own; it runs in a new process
+group, so SIGINT or SIGTERM to ``normstudy ui`` alone (a process manager, ``timeout``) stops
+all of them and frees the port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from studies.config.spec import SpecError
+from studies.store.layout import MLFLOW_DB, default_tracking_uri
+from studies.store.mlflow import runs_page
+
+
+def serve_ui(storage: Path, port: int) -> int:
+    """Serve the MLflow UI of the store in ``storage`` on 127.0.0.1 until Ctrl-C or SIGTERM,
+    which stop the server and every process it started (its own process group)."""
+    if not (storage / MLFLOW_DB).is_file():
+        raise SpecError([("--storage", f"no MLflow store in {storage} (run a study first)")])
+    check_port_free(port)
+    uri = default_tracking_uri(storage)
+    base = f"http://127.0.0.1:{port}"
+    print(f"[normstudy] MLflow UI at {base} (store {uri}); Ctrl-C to stop", flush=True)
+    for name, experiment_id in study_experiments(uri):
+        print(f"[normstudy]   {name}: {runs_page(base, experiment_id)}", flush=True)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    server = subprocess.Popen(command, start_new_session=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_group(server)
+
+
+def study_experiments(uri: str) -> list[tuple[str, str]]:
+    """(name, id) of the experiments in a store, oldest first; the Default one left out."""
+    from mlflow import MlflowClient
+
+    experiments = MlflowClient(tracking_uri=uri).search_experiments()
+    return [(e.name, e.experiment_id) for e in sorted(experiments, key=lambda e: e.creation_time)
+            if e.name != "Default"]  # fmt: skip
+
+
+def check_port_free(port: int) -> None:
+    if not 0 < port < 65536:
+        raise SpecError([("--port", f"{port} is not a TCP port (1-65535)")])
+    with socket.socket() as sock:  # as the server will bind: TIME_WAIT is not "in use"
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise SpecError([("--port", f"127.0.0.1:{port} is in use; pass --port with a free "
+                              "port, e.g. --port 5001")]) from None  # fmt: skip
+
+
+def stop_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM a process started in its own session, and all it started; SIGKILL stragglers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.monotonic() + grace_s  # the leader is gone; wait for its group
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)

@@ -1,0 +1,115 @@
+"""Where a study lives: the results directory, its files, and the environment that moves them.
+
+``<storage>/<name>/`` is Ray Tune's experiment directory plus ``study.yaml`` (the spec as
+it ran, credentials masked) and the fingerprint of that spec; a two-stage study has its
+confirm stage in ``<storage>/<name>-confirm/``. The embedded MLflow store is
+``<storage>/mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from studies.build.validation import parse_spec
+from studies.config.load import dump_spec, read_yaml
+from studies.config.secrets import MASK
+from studies.config.spec import DEFAULT_STORAGE, SpecError, StudySpec
+
+SPEC_FILE = "study.yaml"
+FINGERPRINT_FILE = ".spec-fingerprint"  # of the spec the trials ran with (StudySpec.fingerprint)
+MLFLOW_DB = "mlflow.db"
+STORAGE_ENV = "NORMSTUDY_STORAGE"  # the results directory when neither --storage nor the spec say
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
+
+
+def default_storage() -> str:
+    return os.environ.get(STORAGE_ENV, DEFAULT_STORAGE)
+
+
+def study_dir(spec: StudySpec) -> Path:
+    return Path(spec.storage).expanduser().resolve() / spec.name
+
+
+def default_tracking_uri(storage: str | Path) -> str:
+    """The embedded store: SQLite next to the study results."""
+    return f"sqlite:///{(Path(storage) / MLFLOW_DB).resolve()}"
+
+
+def tracking_uri(spec: StudySpec) -> str:
+    return spec.tracking.uri or default_tracking_uri(spec.storage)
+
+
+def find_study(name_or_path: str, storage: str | None = None) -> Path:
+    """A study directory from its path, or its name under the results directory."""
+    path = Path(name_or_path).expanduser()
+    candidates = [path, Path(storage or default_storage()) / name_or_path]
+    for candidate in candidates:
+        if (candidate / SPEC_FILE).is_file():
+            return candidate.resolve()
+    raise SpecError([("", f"no study {name_or_path!r} (looked for {SPEC_FILE} in "
+                          f"{', '.join(str(c) for c in candidates)})")])  # fmt: skip
+
+
+def load_study_spec(folder: Path) -> StudySpec:
+    """The spec a study ran with, its storage set to where the study is now (a results
+    directory may be moved). ``study.yaml`` holds no credentials: a tracking URI whose password
+    was masked is taken from ``MLFLOW_TRACKING_URI`` again. A ``study.yaml`` edited after the
+    study started is refused: its trials ran with the spec as it was."""
+    data = _with_tracking_uri(read_yaml(folder / SPEC_FILE), folder)
+    data["storage"] = str(folder.parent)
+    spec = parse_spec(data)
+    recorded = folder / FINGERPRINT_FILE
+    if recorded.is_file() and recorded.read_text().strip() != spec.fingerprint():
+        raise SpecError([(SPEC_FILE, f"{folder / SPEC_FILE} was changed after the study started; "
+                          "its trials ran with the spec as it was. Restore the file, or run the "
+                          "changed spec as a new study: `normstudy run FILE --set name=NEW`")])
+    return spec
+
+
+def write_study_spec(spec: StudySpec, folder: Path) -> None:
+    """``study.yaml`` (credentials masked) and the spec's fingerprint, into a new study."""
+    (folder / SPEC_FILE).write_text(dump_spec(spec), encoding="utf-8")
+    (folder / FINGERPRINT_FILE).write_text(spec.fingerprint() + "\n")
+
+
+def _with_tracking_uri(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The spec data with the full tracking URI, which ``study.yaml`` stores masked."""
+    uri = (data.get("tracking") or {}).get("uri") or ""
+    if MASK in uri:
+        if not os.environ.get(TRACKING_ENV):
+            fix = ("set MLFLOW_TRACKING_URI to the full URI (and keep passwords out of URIs "
+                   "with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)")
+            where = folder / SPEC_FILE
+            raise SpecError([("tracking.uri", f"{where} stores {uri} without its password; {fix}")])
+        data["tracking"]["uri"] = os.environ[TRACKING_ENV]
+    return data
+
+
+def study_folders(storage: Path) -> list[Path]:
+    """The study directories in a results directory, by name."""
+    return sorted(p.parent for p in storage.glob(f"*/{SPEC_FILE}")) if storage.is_dir() else []
+
+
+def check_storage(storage: str) -> None:
+    """SpecError unless the results directory exists or can be created, and takes files."""
+    if "://" in storage:
+        return  # a URI (s3://...): Ray Tune checks it
+    path = Path(storage).expanduser().absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    else:
+        try:  # os.access says yes to root everywhere; only a real write tells
+            Path(tempfile.mkdtemp(prefix=".normstudy-probe-", dir=existing)).rmdir()
+        except OSError as err:
+            problem = f"{existing} does not take new files ({err.strerror or err})"
+    if problem:
+        raise SpecError([("storage", f"results directory {str(path)!r} is not writable: "
+                          f"{problem}; pass --storage with a writable folder (or set "
+                          "`storage:` in the spec)")])  # fmt: skip

@@ -1,0 +1,343 @@
+"""MLflow tracking: one parent run per study, exactly one child run per trial.
+
+Logging happens on the driver, from a Ray Tune callback, so workers never
+need to reach the tracking server. Every write is idempotent:
+
+* the parent run is found by the tags ``normstudy.study`` + ``normstudy.role``;
+* a trial's run is found by ``normstudy.trial_id``, so a resumed or retried
+  trial keeps its run (Ray's stock MLflowLoggerCallback starts a new one);
+* an epoch already logged for a trial (step = epoch) is not logged again.
+
+Child runs carry ``mlflow.parentRunId``, which is how the MLflow UI nests them.
+
+The tracker writes at once and raises when MLflow does not answer; the Ray Tune
+callback sends its updates through a :class:`studies.store.backlog.Backlog`, so a
+tracking server that goes away never stops a study.
+
+Every run records the seed(s) and the versions of the libraries that
+produced it; credentials never reach MLflow (:mod:`studies.config.secrets`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from studies.config.load import dump_spec
+from studies.config.secrets import mask_config, redact
+from studies.config.space import arm_label, arm_of, flatten, has_arms, is_baseline, resolve_arm
+from studies.config.spec import TRIAL_SECTIONS, StudySpec
+
+log = logging.getLogger(__name__)
+
+ROLE, STUDY, TRIAL_ID = "normstudy.role", "normstudy.study", "normstudy.trial_id"
+# The MLflow UI opens an experiment of this kind on its runs table (not the GenAI overview).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+STAGE = "normstudy.stage"  # study, or search / confirm in a two-stage study
+VERSION_TAG = "normstudy.version."  # + library name
+VERSIONED = ("normstudy", "torch", "ray", "mlflow", "optuna")
+LOGGED_METRICS = (
+    "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr",
+    "epoch_seconds", "diverged", "alig_step_size", "nfe",
+)  # fmt: skip
+# A down HTTP server should fail a call in about a second, not after MLflow's default
+# 7 retries with exponential backoff (minutes); users may still set their own values.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # an int for MLflow
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+
+
+def study_filter(name: str, role: str | None = None) -> str:
+    """The MLflow filter for a study's runs (``role``: study = the parent, trial = children)."""
+    query = f"tags.`{STUDY}` = '{name}'"
+    return f"tags.`{ROLE}` = '{role}' and {query}" if role else query
+
+
+def search_all(client, experiment_id: str, filter_string: str) -> list:
+    """Every run of an experiment that matches, page by page."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=filter_string,
+                                  max_results=1000, page_token=token)  # fmt: skip
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def parent_run_id(spec: StudySpec, uri: str) -> str | None:
+    """The study's parent run, found by its tags (None if there is none)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(spec.experiment_name)
+    if experiment is None:
+        return None
+    runs = search_all(client, experiment.experiment_id, study_filter(spec.name, "study"))
+    return runs[0].info.run_id if runs else None
+
+
+def runs_page(base_url: str, experiment_id: str) -> str:
+    """The MLflow UI page that lists an experiment's runs."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
+def study_runs_page(uri: str, experiment: str) -> str | None:
+    """The runs page of a study's experiment in the MLflow UI (``normstudy ui``'s address for
+    the embedded store); None when MLflow cannot say."""
+    from mlflow import MlflowClient
+
+    try:
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    except Exception:  # noqa: BLE001 - an unreachable server only loses the hint
+        return None
+    if found is None:
+        return None
+    base = redact(uri) if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return runs_page(base, found.experiment_id)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that decide a trial's numbers (tags on every run)."""
+    versions = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    versions["python"] = ".".join(map(str, sys.version_info[:3]))
+    return versions
+
+
+def version_tags() -> dict[str, str]:
+    return {f"{VERSION_TAG}{name}": value for name, value in library_versions().items()}
+
+
+def metric_batch(result: dict[str, Any], stamp: int) -> list:
+    """The MLflow metrics of one reported epoch (step = epoch; NaN and non-numbers left out)."""
+    from mlflow.entities import Metric
+
+    epoch = int(result.get("epoch", 0))
+    return [
+        Metric(key, float(result[key]), stamp, epoch)
+        for key in ("epoch", *LOGGED_METRICS)
+        if isinstance(result.get(key), (int, float)) and not math.isnan(float(result[key]))
+    ]
+
+
+class StudyTracker:
+    """Finds or creates the study's experiment, parent run and trial runs; every method
+    writes to MLflow at once and raises if it fails."""
+
+    def __init__(self, spec: StudySpec, uri: str):
+        self.spec, self.uri = spec, uri
+        self._client = None
+        self.experiment_id: str | None = None
+        self.parent_id: str | None = None
+        self._runs: dict[str, str] = {}
+        self._last_epoch: dict[str, int] = {}
+        self._stale = False  # a call failed: what the server holds must be read again
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled into Ray Tune's experiment state
+        return {"spec": self.spec, "uri": self.uri}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["spec"], state["uri"])
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            if self.uri.startswith(("http://", "https://")):
+                for name, value in HTTP_DEFAULTS.items():
+                    os.environ.setdefault(name, value)
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def start_study(self, running: bool = True) -> str:
+        """The parent run (created on first use, set RUNNING again on resume unless
+        ``running`` is false, as for ``normstudy sync``)."""
+        if self.parent_id is not None:
+            return self.parent_id
+        name = self.spec.experiment_name
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            location = None
+            if "://" not in self.spec.storage and self.uri.startswith("sqlite:"):
+                location = (Path(self.spec.storage) / "mlartifacts" / name).resolve().as_uri()
+            self.experiment_id = self.client.create_experiment(
+                name, artifact_location=location, tags=EXPERIMENT_TAGS
+            )
+        else:
+            self.experiment_id = experiment.experiment_id
+            for key, value in EXPERIMENT_TAGS.items():
+                if experiment.tags.get(key) != value:  # made by an older normstudy
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
+        found = self._search(study_filter(self.spec.name, "study"))
+        if found:
+            parent_id = found[0].info.run_id
+            if running:
+                self.set_status(parent_id, "RUNNING")
+        else:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=self.spec.name,
+                tags={
+                    ROLE: "study",
+                    STUDY: self.spec.name,
+                    STAGE: self.spec.stage,
+                    "normstudy.spec_hash": self.spec.fingerprint(),
+                    "normstudy.seeds": ",".join(map(str, self.spec.seeds)),
+                    "mlflow.note.content": redact(self.spec.description),
+                    **version_tags(),
+                },
+            )
+            parent_id = run.info.run_id
+            self.client.log_text(parent_id, dump_spec(self.spec), "study.yaml")
+        self._load_trial_runs()
+        self.parent_id = parent_id  # last: a failure above retries the whole lookup
+        return parent_id
+
+    def set_status(self, run_id: str, status: str, end_time: int | None = None) -> None:
+        """RUNNING, or a final status with its end time (now unless given, in ms), so the UI
+        shows every run's duration."""
+        if status == "RUNNING":
+            self.client.update_run(run_id, status=status)
+        else:
+            self.client.set_terminated(run_id, status, end_time)
+
+    def forget_study(self) -> int:
+        """Delete this study's runs (``--overwrite``); returns how many were deleted."""
+        experiment = self.client.get_experiment_by_name(self.spec.experiment_name)
+        if experiment is None:
+            return 0
+        self.experiment_id = experiment.experiment_id
+        runs = self._search(study_filter(self.spec.name))
+        for run in runs:
+            self.client.delete_run(run.info.run_id)
+        return len(runs)
+
+    def _search(self, filter_string: str):
+        return search_all(self.client, self.experiment_id, filter_string)
+
+    def _load_trial_runs(self) -> None:
+        """Map trial ids to existing runs and the last epoch each one logged."""
+        runs, last = {}, {}
+        for run in self._search(study_filter(self.spec.name, "trial")):
+            trial_id = run.data.tags[TRIAL_ID]
+            runs[trial_id] = run.info.run_id
+            epoch = run.data.metrics.get("epoch")
+            history = self.client.get_metric_history(run.info.run_id, "epoch") if epoch else []
+            last[trial_id] = int(max((m.value for m in history), default=0))
+        self._runs, self._last_epoch = runs, last
+
+    def mark_stale(self) -> None:
+        """A write failed: what the server holds must be read again before the next one."""
+        self._stale = True
+
+    def known_run(self, trial_id: str) -> str | None:
+        """The trial's run, if MLflow has one (as of the last lookup)."""
+        return self._runs.get(trial_id)
+
+    def note_logged(self, trial_id: str, epoch: int) -> None:
+        """Epochs up to ``epoch`` of the trial are in MLflow (delivered by ``sync``)."""
+        self._last_epoch[trial_id] = max(epoch, self._last_epoch.get(trial_id, 0))
+
+    def logged_epochs(self, run_id: str) -> set[int]:
+        """The epochs (steps) a trial run holds."""
+        return {int(m.step) for m in self.client.get_metric_history(run_id, "epoch")}
+
+    def run_id(self, trial_id: str, config: dict[str, Any]) -> str:
+        """The trial's run, created with params and tags the first time only."""
+        self.start_study()
+        if self._stale:  # a write may have landed although its answer was lost
+            self._load_trial_runs()
+            self._stale = False
+        if trial_id in self._runs:
+            return self._runs[trial_id]
+        from mlflow.entities import Param
+
+        config = resolve_arm(config)
+        trial_config = {k: config[k] for k in (*TRIAL_SECTIONS, "seed") if k in config}
+        label = arm_label(arm_of(trial_config, self.spec)) if has_arms(self.spec) else "default"
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{label} seed={config.get('seed')}",
+            tags={
+                ROLE: "trial",
+                STUDY: self.spec.name,
+                STAGE: self.spec.stage,
+                TRIAL_ID: trial_id,
+                "mlflow.parentRunId": self.parent_id,
+                "seed": str(config.get("seed")),
+                "arm": redact(label),
+                "baseline": str(is_baseline(trial_config, self.spec)).lower(),
+                **version_tags(),
+            },
+        )
+        flat = mask_config(flatten(trial_config))
+        params = [Param(k, str(v)[:6000]) for k, v in flat.items()]
+        for start in range(0, len(params), 100):
+            self.client.log_batch(run.info.run_id, params=params[start : start + 100])
+        self._runs[trial_id] = run.info.run_id
+        self._last_epoch[trial_id] = 0
+        return run.info.run_id
+
+    def trial_run(self, trial_id: str, config: dict[str, Any]) -> str:
+        """The trial's run, set RUNNING (the trial starts or restarts)."""
+        known = trial_id in self._runs
+        run_id = self.run_id(trial_id, config)
+        if known:
+            self.set_status(run_id, "RUNNING")
+        return run_id
+
+    def log_epoch(self, trial_id: str, config: dict[str, Any], result: dict[str, Any],
+                  stamp: int | None = None) -> None:  # fmt: skip
+        run_id = self.run_id(trial_id, config)
+        epoch = int(result.get("epoch", 0))
+        if epoch <= self._last_epoch.get(trial_id, 0):
+            return  # already delivered before a restart
+        stamp = int(time.time() * 1000) if stamp is None else stamp
+        self.client.log_batch(run_id, metrics=metric_batch(result, stamp))
+        self._last_epoch[trial_id] = epoch
+
+    def mark_retry(self, trial_id: str, config: dict[str, Any], failures: int) -> None:
+        run_id = self.trial_run(trial_id, config)
+        self.client.set_tag(run_id, "retries", str(failures))
+
+    def end_trial(self, trial_id: str, config: dict[str, Any], status: str, **tags: str) -> None:
+        self.finish_trial(trial_id, config, status, tags)
+
+    def finish_trial(self, trial_id: str, config: dict[str, Any], status: str,
+                     tags: dict[str, str]) -> None:  # fmt: skip
+        self.tag_trial(trial_id, config, tags)
+        self.set_status(self.run_id(trial_id, config), status)
+
+    def tag_trial(self, trial_id: str, config: dict[str, Any], tags: dict[str, str]) -> None:
+        run_id = self.run_id(trial_id, config)
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, redact(str(value)))
+
+    def end_study(self, status: str) -> None:
+        self.start_study()
+        self.set_status(self.parent_id, status)
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        self.start_study()
+        self.client.log_artifact(self.parent_id, str(path), folder)
+
+    def study_folder(self) -> Path | None:
+        folder = Path(self.spec.storage) / self.spec.name
+        return folder if "://" not in self.spec.storage and folder.is_dir() else None
+
+

@@ -1,0 +1,111 @@
+"""The one reader of a results directory (Ray Tune's experiment directory of a study).
+
+Every trial has ``trial_<id>/params.json`` (its config) and ``result.json`` (one JSON line
+per reported epoch; a restarted trial may report an epoch again, and a crash or a full
+disk may cut the last line short: the last complete line of each epoch counts), and
+``error.txt`` if it raised. The newest ``experiment_state-*.json`` holds each trial's
+Ray Tune status. What counts as finished is decided once, by :func:`trial_outcome`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FINISHED, DIVERGED, INCOMPLETE = "finished", "diverged", "incomplete"
+
+
+def trial_outcome(last_epoch: int, diverged: bool, epochs: int) -> str:
+    """``diverged`` if any epoch reported a non-finite loss, ``finished`` if the trial reached
+    the study's last epoch, else ``incomplete`` (errored, stopped early by ASHA, or running)."""
+    if diverged:
+        return DIVERGED
+    return FINISHED if last_epoch >= epochs else INCOMPLETE
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the results directory holds it."""
+
+    trial_id: str
+    config: dict[str, Any]
+    rows: dict[int, dict[str, Any]]  # epoch -> the last line reported for it
+    errored: bool
+
+    @property
+    def last_epoch(self) -> int:
+        return max(self.rows, default=0)
+
+    def outcome(self, epochs: int) -> str:
+        diverged = any(_flag(row.get("diverged")) for row in self.rows.values())
+        return trial_outcome(self.last_epoch, diverged, epochs)
+
+
+def _flag(value: Any) -> bool:
+    """A ``diverged`` value reported as 1 / 1.0 / true."""
+    return value is True or (isinstance(value, (int, float)) and value >= 0.5)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The complete JSON-object lines of a ``result.json`` (a cut-off line is skipped)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def trial_records(folder: str | Path) -> list[TrialRecord]:
+    """Every trial of a study directory with its reported epochs, by trial id."""
+    records = []
+    for trial_dir in sorted(p for p in Path(folder).glob("trial_*") if p.is_dir()):
+        params = trial_dir / "params.json"
+        if not params.is_file():
+            continue
+        try:
+            config = json.loads(params.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue  # written at the trial's start; a crash in that instant leaves no trial
+        trial_id = trial_dir.name.removeprefix("trial_")
+        rows: dict[int, dict[str, Any]] = {}
+        for row in read_rows(trial_dir / "result.json"):
+            trial_id = str(row.get("trial_id", trial_id))
+            if "epoch" in row:
+                rows[int(row["epoch"])] = row
+        records.append(TrialRecord(trial_id, config, rows, (trial_dir / "error.txt").is_file()))
+    return sorted(records, key=lambda r: r.trial_id)
+
+
+def trial_statuses(folder: str | Path) -> dict[str, str]:
+    """Trial id -> Ray Tune status from the newest experiment state (empty if none)."""
+    states = sorted(Path(folder).glob("experiment_state-*.json"))
+    if not states:
+        return {}
+    try:
+        data = json.loads(states[-1].read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    statuses = {}
+    for entry in data.get("trial_data", []):
+        try:
+            trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+            statuses[str(trial["trial_id"])] = str(trial["status"])
+        except (KeyError, IndexError, TypeError, json.JSONDecodeError):
+            continue
+    return statuses
+
+
+def outcome_counts(folder: str | Path, epochs: int) -> dict[str, int]:
+    """How many trials of a study are finished, diverged or incomplete."""
+    return dict(Counter(record.outcome(epochs) for record in trial_records(folder)))

@@ -1,0 +1,67 @@
+"""A study whose Ray Tune state was written by normstudy before studies/ moved into layers
+(flat modules: studies.spec, studies.tracking, studies.progress, pickled into tuner.pkl)
+resumes with the code of today: the old import paths still resolve."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from reliability_kit import (
+    EPOCHS,
+    Driver,
+    assert_tracked_once,
+    driver_env,
+    result_rows,
+    run_cli,
+    sqlite_uri,
+    tiny_spec,
+    write_spec,
+)
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+BEFORE_LAYERS = "da69f02d5ba34604b8258cd2067c05449ac7533d"  # the last flat studies/ package
+
+
+def old_code(folder: Path) -> Path:
+    """studies/ and normlib/ as they were at BEFORE_LAYERS, from the git history."""
+    command = ["git", "-C", str(REPO), "archive", BEFORE_LAYERS, "studies", "normlib"]
+    archive = subprocess.run(command, capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip(f"needs the git history with {BEFORE_LAYERS[:10]} (a full clone)")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def test_a_study_interrupted_by_the_flat_layout_resumes_after_the_move(tmp_path):
+    old = old_code(tmp_path / "old")
+    storage = tmp_path / "results"
+    spec_file = write_spec(tmp_path, tiny_spec("legacy", max_concurrent=1))
+    driver = Driver(["run", str(spec_file), "--storage", str(storage)],
+                    env=driver_env(PYTHONPATH=str(old)))  # fmt: skip
+    try:
+        deadline = time.time() + 240
+        while not any(rows and rows[-1]["epoch"] == EPOCHS
+                      for rows in result_rows(storage / "legacy").values()):  # fmt: skip
+            assert driver.proc.poll() is None, driver.output[-3000:]
+            assert time.time() < deadline, driver.output[-3000:]
+            time.sleep(0.1)
+        os.kill(driver.proc.pid, signal.SIGINT)
+        assert driver.wait(60) == 130, driver.output[-3000:]
+    finally:
+        driver.close()
+    pickled = (storage / "legacy" / "tuner.pkl").read_bytes()
+    assert b"studies.tracking" in pickled and b"studies.spec" in pickled  # the old paths
+
+    resumed = run_cli(["resume", "legacy", "--storage", str(storage)])
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert_tracked_once(sqlite_uri(storage), "legacy", trials=4)
