@@ -237,28 +237,21 @@ class TrialConfig(Strict):
         return self
 
 
-class GridDomain(Strict):
-    grid: list[Any]
-
-    @field_validator("grid")
-    @classmethod
-    def _not_empty(cls, values: list[Any]) -> list[Any]:
-        return _at_least_one(values)
-
-
-class ChoiceDomain(Strict):
-    choice: list[Any]
-
-    @field_validator("choice")
-    @classmethod
-    def _not_empty(cls, values: list[Any]) -> list[Any]:
-        return _at_least_one(values)
-
-
 def _at_least_one(values: list[Any]) -> list[Any]:
     if not values:
         raise ValueError("needs at least one value")
     return values
+
+
+Values = Annotated[list[Any], AfterValidator(_at_least_one)]
+
+
+class GridDomain(Strict):
+    grid: Values
+
+
+class ChoiceDomain(Strict):
+    choice: Values
 
 
 class UniformDomain(Strict):
