@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pytest
 import yaml
+from user_shell import wait_for
 
 pytestmark = pytest.mark.acceptance
 
@@ -90,3 +92,18 @@ def test_resume_refuses_a_study_yaml_changed_after_the_start(quickstart, tmp_pat
     refused(user.run("resume", "quickstart", "--storage", str(storage)), "study.yaml",
             "was changed after the study started", "--set name=")  # fmt: skip
     assert sorted(p.relative_to(storage) for p in storage.rglob("*")) == before
+
+
+def test_a_study_folder_deleted_mid_run_stops_the_study_with_one_message(shell):
+    log = shell.cwd / "run.log"
+    with open(log, "w") as handle:
+        proc = shell.start("run", "quickstart", stdout=handle, stderr=handle)
+        wait_for(lambda: "finished (" in log.read_text(), 240, "the first finished trial", proc)
+        shutil.rmtree(shell.results / "quickstart")
+        deleted = time.monotonic()
+        proc.wait(timeout=120)
+    text = log.read_text()
+    assert proc.returncode == 2, text[-3000:]
+    assert time.monotonic() - deleted < 60
+    assert "was deleted while the study ran" in text and "--overwrite" in text
+    assert not list(shell.results.glob(".*.lease"))  # the lease is released

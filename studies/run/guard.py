@@ -1,0 +1,51 @@
+"""A study whose folder is deleted while it runs stops at once, with one message.
+
+Without this, every trial that reports after the deletion fails on Ray Tune's storage
+check, one traceback each, until the study has run through all of them. The guard looks
+for the study's ``study.yaml`` at most once a second (one ``stat``) and, when it is gone,
+stops the study the way Ctrl-C does; the runner then reports the deletion (exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from ray.tune import Callback
+
+from studies.store.backlog import say
+
+CHECK_EVERY_S = 1.0
+_deleted: set[str] = set()  # study folders this process saw deleted (Ray recreates a stub)
+
+
+def was_deleted(folder: Path) -> bool:
+    """Whether the guard stopped the study in ``folder`` because the folder was deleted."""
+    return str(Path(folder).resolve()) in _deleted
+
+
+class StudyFolderGuard(Callback):
+    def __init__(self) -> None:
+        self._next_check = 0.0
+        self.tripped = False
+
+    def __getstate__(self) -> dict:  # pickled into Ray Tune's experiment state
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def on_step_end(self, iteration, trials, **info):
+        now = time.monotonic()
+        if self.tripped or not trials or now < self._next_check:
+            return
+        self._next_check = now + CHECK_EVERY_S
+        folder = trials[0].remote_experiment_path  # the study folder, wherever it now is
+        if "://" in folder or Path(folder).is_dir():
+            return
+        self.tripped = True
+        _deleted.add(str(Path(folder).resolve()))
+        say(f"the study folder {folder} was deleted while the study ran; stopping it")
+        os.kill(os.getpid(), signal.SIGINT)  # Ray Tune's own graceful stop
