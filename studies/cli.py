@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--storage", help=f"results directory (default: spec's, {DEFAULT_STORAGE})")
         p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
                        "else SQLite in the results directory)")  # fmt: skip
+        p.add_argument("--code", metavar="DIR", help="a folder of your own Python packages "
+                       "(models, datasets, optimizers, methods): importable here and shipped "
+                       "to every Ray worker (default: the spec's code:)")  # fmt: skip
 
     run = commands.add_parser("run", help="run a study")
     spec_args(run)
@@ -109,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="catalog studies and studies in the results directory"
     )
     listing.add_argument("--storage", default=default_storage())
+    listing.add_argument("--components", action="store_true", help="list the model, dataset, "
+                         "optimizer and method names a spec may use, and where each comes from")
     listing.set_defaults(handler=cmd_list)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the default store")
@@ -150,13 +155,29 @@ def _load(args: argparse.Namespace):
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         overrides.append(f"tracking.uri={uri}")
+    if getattr(args, "code", None):
+        overrides.append(f"code={Path(args.code).expanduser().resolve()}")
     return load_spec(args.spec, overrides, smoke=args.smoke)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = _load(args)
     print(f"{spec.name}: valid, {trial_count(spec)}")
+    for section, name, origin in user_components(spec):
+        print(f"  {section} {name}: {origin}")
     return 0
+
+
+def user_components(spec) -> list[tuple[str, str, str]]:
+    """(section, name, origin) of the spec's components that are not built in."""
+    from studies.build.components import origin
+
+    found = []
+    for section in ("model", "dataset", "optimizer", "method"):
+        part = getattr(spec, section, None)
+        if part is not None and origin(section, part.name) != "built-in":
+            found.append((section, part.name, origin(section, part.name)))
+    return found
 
 
 def trial_count(spec) -> str:
@@ -263,12 +284,26 @@ def report(outcome) -> int:
         print(f"[normstudy] browse:  {page}")
     if outcome.counts.get("errored"):
         name = outcome.spec.name
+        for line in error_summaries(outcome.folder):
+            print(f"[normstudy] {line}")
         print(f"[normstudy] rerun errored trials: normstudy resume {name} --retry-errored")
         return 1
     return 0
 
 
+def error_summaries(folder: Path, limit: int = 10) -> list[str]:
+    """One line per errored trial: the exception's last line and where the traceback is."""
+    lines = []
+    for path in sorted(folder.glob("trial_*/error.txt"))[:limit]:
+        text = [t for t in path.read_text(errors="replace").splitlines() if t.strip()]
+        last = next((t.strip() for t in reversed(text) if not t.startswith(" ")), "unknown error")
+        lines.append(f"{path.parent.name} errored: {last[:200]} (traceback: {path})")
+    return lines
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.components:
+        return list_components()
     from studies.analysis.costs import gpu_hours
     from studies.store.lease import read_lease
     from studies.store.results import outcome_counts
@@ -299,6 +334,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         if holder is not None and holder.gone() is None:
             summary = f"running ({holder.host}, pid {holder.pid}); {summary}"
         print(f"  {folder.name:<28} {summary}")
+    return 0
+
+
+def list_components() -> int:
+    from studies.build.components import list_components as rows
+
+    print("Components a spec may name (or any import path 'package.module:attribute'):")
+    for kind, name, origin in rows():
+        print(f"  {kind:<10} {name:<24} {origin}")
     return 0
 
 

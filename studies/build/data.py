@@ -77,22 +77,34 @@ def register(name: str):
 
 def load_splits(options: dict[str, Any]) -> Splits:
     """Load a dataset config (``dataset`` section of a trial config) into splits."""
+    if options["name"] not in DATASETS:  # the user's loader (studies.build.user_data)
+        from studies.build.user_data import load_user_data
+
+        info, splits = load_user_data(options)
+        return carve(info, *splits["train"], *splits["test"], options, splits.get("val"))
     source: Source = DATASETS.get(options["name"])
-    train_x, train_y, test_x, test_y = source.load(options)
+    return carve(source.info, *source.load(options), options)
+
+
+def carve(info: DatasetInfo, train_x, train_y, test_x, test_y, options: dict[str, Any],
+          val: tuple[torch.Tensor, torch.Tensor] | None = None) -> Splits:  # fmt: skip
+    """Splits: ``val`` carved from train with ``split_seed`` (unless given), sizes capped."""
     if options.get("test_size"):
         test_x, test_y = test_x[: options["test_size"]], test_y[: options["test_size"]]
     generator = torch.Generator().manual_seed(int(options.get("split_seed", 0)))
     order = torch.randperm(len(train_y), generator=generator)
-    n_val = max(1, int(round(len(train_y) * options.get("val_fraction", 0.1))))
+    fraction = options.get("val_fraction", 0.1)
+    n_val = 0 if val is not None else max(1, int(round(len(train_y) * fraction)))
     val_idx, train_idx = order[:n_val], order[n_val:]
     if options.get("train_size"):
         train_idx = train_idx[: options["train_size"]]
+    val_x, val_y = val if val is not None else (train_x[val_idx], train_y[val_idx])
     return Splits(
-        info=source.info,
+        info=info,
         train_x=train_x[train_idx],
         train_y=train_y[train_idx],
-        val_x=train_x[val_idx],
-        val_y=train_y[val_idx],
+        val_x=val_x,
+        val_y=val_y,
         test_x=test_x,
         test_y=test_y,
     )
@@ -100,6 +112,8 @@ def load_splits(options: dict[str, Any]) -> Splits:
 
 def check_available(options: dict[str, Any]) -> str | None:
     """A message if the dataset's files are missing (and download is off), else None."""
+    if options["name"] not in DATASETS:
+        return None  # a user loader: validation calls it (studies.build.user_data)
     source: Source = DATASETS.get(options["name"])
     checker = getattr(source.load, "check", None)
     return checker(options) if checker else None

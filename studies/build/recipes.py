@@ -20,14 +20,22 @@ from normlib.bninit import InputNorm, bn_param_groups
 from normlib.enorm import ENorm
 from normlib.models import MODELS
 from normlib.riemannian import SGDG, AdamG, grassmann_param_groups
+from studies.build.components import arguments, resolve_callable
 from studies.build.data import DatasetInfo
 
 # Keyword arguments the service fills in from the dataset, if a model takes them.
 INJECTED = ("num_classes", "in_channels", "in_features", "image_size")
 
 
+def model_constructor(name: str):
+    """A registered model, else the user's (import path or entry point)."""
+    return MODELS.get(name) if name in MODELS else resolve_callable("model", name)
+
+
 def model_parameters(name: str) -> list[str]:
-    """Keyword arguments a registered model constructor accepts."""
+    """Keyword arguments a model constructor accepts."""
+    if name not in MODELS:
+        return list(arguments("model", model_constructor(name)).names)
     signature = inspect.signature(MODELS.get(name))
     return [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
 
@@ -57,7 +65,10 @@ def build_model(config: dict[str, Any], info: DatasetInfo) -> nn.Module:
     layer (gamma = 0.58 * bn_weight, frozen shift) is prepended and the data is
     fed unnormalized.
     """
-    model = MODELS.build(config["model"]["name"], **model_kwargs(config, info))
+    name = config["model"]["name"]
+    model = model_constructor(name)(**model_kwargs(config, info))
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
     bn = config.get("bn")
     if bn is None:
         return model
@@ -82,6 +93,13 @@ def normalize_inputs(config: dict[str, Any]) -> bool:
 def build_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
     opt = config["optimizer"]
     name = opt["name"]
+    if name not in ("sgd", "sgdg", "adamg", "alig"):  # the user's: Optimizer(params, **args)
+        kwargs = {k: v for k, v in opt.items() if k != "name"}
+        optimizer = resolve_callable("optimizer", name)(model.parameters(), **kwargs)
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer {name!r} returned a {type(optimizer).__name__}, not a "
+                            "torch.optim.Optimizer")  # fmt: skip
+        return optimizer
     if name == "sgd":
         bn = config.get("bn")
         if bn is not None:
@@ -142,6 +160,19 @@ def build_enorm(config: dict[str, Any], model: nn.Module, optimizer) -> ENorm | 
         balance_biases=enorm["balance_biases"],
         balance_last=enorm["balance_last"],
     )
+
+
+def build_method(config: dict[str, Any], model: nn.Module, optimizer) -> Any:
+    """The user's per-step method: ``Hook(model, optimizer, **arguments)``, or None."""
+    method = config.get("method")
+    if method is None:
+        return None
+    kwargs = {k: v for k, v in method.items() if k not in ("name", "every")}
+    hook = resolve_callable("method", method["name"])(model, optimizer, **kwargs)
+    if not callable(getattr(hook, "step", None)):
+        raise TypeError(f"method {method['name']!r} returned a {type(hook).__name__} without a "
+                        "step() method; the hook's step() runs after optimizer steps")
+    return hook
 
 
 def lr_factor(schedule: dict[str, Any], epochs: int):

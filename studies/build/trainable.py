@@ -34,6 +34,7 @@ from normlib.seeding import make_complex, make_deterministic
 from studies.build.data import Batches, load_splits, make_batches
 from studies.build.recipes import (
     build_enorm,
+    build_method,
     build_model,
     build_optimizer,
     build_schedule,
@@ -76,6 +77,8 @@ def run_trial(config: dict[str, Any], session: Session, device: torch.device | s
         generator.set_state(state["data_rng"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, stepper.count = int(state["epoch"]) + 1, int(state["step"])
+        if state.get("method") is not None:
+            trial.method.load_state_dict(state["method"])
         last_finite = state.get("last_finite")
 
     epochs = cfg["train"]["epochs"]
@@ -118,6 +121,7 @@ def run_trial(config: dict[str, Any], session: Session, device: torch.device | s
                 "epoch": epoch,
                 "step": step,
                 "last_finite": metrics,
+                "method": method_state(trial.method),
             }
 
         session.report(metrics, snapshot)
@@ -134,6 +138,7 @@ class TrialSetup:
     scheduler: Any
     batches: Batches
     step: TrainStep
+    method: Any = None  # the user's per-step hook (method section), if any
 
 
 def build_trial(config: dict[str, Any], device: torch.device | str = "cpu") -> TrialSetup:
@@ -163,6 +168,7 @@ def build_trial(config: dict[str, Any], device: torch.device | str = "cpu") -> T
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, model)
     enorm = build_enorm(cfg, model, optimizer)
+    method = build_method(cfg, model, optimizer)
     scheduler = build_schedule(cfg, optimizer)
     # the device loader draws on the device (no host round trip); the torch loader on the host
     data_device = device if data_cfg["loader"] == "device" else torch.device("cpu")
@@ -189,8 +195,15 @@ def build_trial(config: dict[str, Any], device: torch.device | str = "cpu") -> T
         precision=train_cfg["precision"],
         compile=train_cfg["compile"],
         device=device,
+        method=method,
+        method_every=(cfg.get("method") or {}).get("every", 1),
     )
-    return TrialSetup(cfg, model, optimizer, enorm, scheduler, batches, step)
+    return TrialSetup(cfg, model, optimizer, enorm, scheduler, batches, step, method)
+
+
+def method_state(method: Any) -> dict[str, Any] | None:
+    """A hook's ``state_dict()`` for the checkpoint, if it has one."""
+    return method.state_dict() if callable(getattr(method, "state_dict", None)) else None
 
 
 class TrainStep:
@@ -200,7 +213,8 @@ class TrainStep:
     is cross-entropy of the logits cast to fp32, so it and everything after
     it are fp32: gradients of the fp32 parameters (master weights), the
     optimizer step, ALI-G's gamma = min(f / (|g|^2 + eps), max_lr), and the
-    ENorm cycle after every ``enorm_every``-th step. ``count`` is the number of
+    ENorm cycle after every ``enorm_every``-th step, then the user's ``method`` hook's
+    ``step()`` after every ``method_every``-th. ``count`` is the number of
     optimizer steps so far (checkpointed: it sets the ENorm cadence).
     Nothing in a call reads a device value on the host; :meth:`read` does, once.
     """
@@ -215,12 +229,15 @@ class TrainStep:
         precision: str = "fp32",
         compile: bool = False,
         device: torch.device | str = "cpu",
+        method: Any = None,
+        method_every: int = 1,
     ):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"train.precision must be fp32 or bf16, got {precision!r}")
         self.model, self.optimizer, self.enorm = model, optimizer, enorm
         self.forward = torch.compile(model) if compile else model
         self.enorm_every, self.precision = enorm_every, precision
+        self.method, self.method_every = method, method_every
         self.device = torch.device(device)
         self.is_alig = isinstance(optimizer, AliG)
         self.count = 0
@@ -259,6 +276,8 @@ class TrainStep:
         self.count += 1
         if self.enorm is not None and self.count % self.enorm_every == 0:
             self.enorm.step()
+        if self.method is not None and self.count % self.method_every == 0:
+            self.method.step()
         self.loss_sum += detached * len(y)
         self.correct += (output.detach().argmax(1) == y).sum()
         self.seen += len(y)

@@ -92,7 +92,11 @@ def parse_config(data: dict[str, Any]) -> StudySpec:
 def read_spec(spec: str | Path, overrides: list[str] | None = None,
               smoke: bool = False) -> dict[str, Any]:  # fmt: skip
     """A spec file or catalog name as data: read, overridden, shrunk (``smoke``)."""
-    data = apply_overrides(read_yaml(resolve_spec_path(spec)), overrides or [])
+    path = resolve_spec_path(spec)
+    data = read_yaml(path)
+    if isinstance(data.get("code"), str):  # a code folder is relative to the spec file
+        data["code"] = str((path.parent / Path(data["code"]).expanduser()).resolve())
+    data = apply_overrides(data, overrides or [])
     return shrink(data) if smoke else data
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from studies.config.components import is_user_name
 from studies.config.spec import (
     ChoiceDomain,
     GridDomain,
@@ -186,7 +187,7 @@ def flatten_assignment(assignment: dict[str, Any]) -> dict[str, Any]:
     """Baselines and arms may be nested or dotted; section-valued entries stay mappings."""
     flat: dict[str, Any] = {}
     for key, value in assignment.items():
-        if isinstance(value, dict) and key not in ("optimizer", "model", "enorm", "bn"):
+        if isinstance(value, dict) and key not in ("optimizer", "model", "enorm", "bn", "method"):
             for sub, subvalue in flatten(value).items():
                 flat[f"{key}.{sub}"] = subvalue
         else:
@@ -222,8 +223,15 @@ def _path_exists(config: dict[str, Any], path: str) -> bool:
         pass
     parts = path.split(".")
     # A model argument the spec leaves at its default: the model registry decides
-    # (studies.build.validation checks it against the constructor's signature).
-    return parts[0] == "model" and len(parts) == 2
+    # (studies.build.validation checks it against the constructor's signature); so for
+    # the arguments of a user's optimizer, dataset loader or method.
+    if len(parts) != 2:
+        return False
+    section = config.get(parts[0])
+    return parts[0] == "model" or (
+        parts[0] in ("dataset", "optimizer", "method") and isinstance(section, dict)
+        and is_user_name(parts[0], section.get("name"))
+    )
 
 
 def check_study(spec: StudySpec) -> list[tuple[str, str]]:
@@ -277,7 +285,6 @@ def check_study(spec: StudySpec) -> list[tuple[str, str]]:
                 problems.append(
                     ("baseline", f"matches {len(hits)} arms ({labels}); it must pick one")
                 )
-
     return problems
 
 

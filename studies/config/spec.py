@@ -28,10 +28,11 @@ from pydantic import (
     model_validator,
 )
 
-from studies.config.datasets import dataset_info
+from studies.config.components import is_user_name, user_name_hint
+from studies.config.datasets import DATASETS, dataset_info
 
 DEFAULT_STORAGE = "./normstudy-results"
-TRIAL_SECTIONS = ("dataset", "model", "optimizer", "enorm", "bn", "schedule", "train")
+TRIAL_SECTIONS = ("dataset", "model", "optimizer", "enorm", "bn", "schedule", "train", "method")
 METRICS = (
     "val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss",
 )  # fmt: skip
@@ -82,7 +83,10 @@ class DatasetSpec(Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        dataset_info(name)  # ValueError naming the valid ones
+        try:
+            dataset_info(name)
+        except ValueError as err:
+            raise ValueError(f"{err}; or {user_name_hint('dataset')}") from None
         return name
 
     @field_validator("extra")
@@ -92,6 +96,36 @@ class DatasetSpec(Strict):
         if extra and name is not None and name != "svhn":
             raise ValueError(f"dataset.extra: true is valid only for svhn, not {name!r}")
         return extra
+
+
+class UserDatasetSpec(DatasetSpec):
+    """A dataset of the user's own loader (import path or entry point): the fields above,
+    plus the loader's keyword arguments (:mod:`studies.build.user_data`)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        return name
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _section_name(value: Any, default: str | None = None) -> Any:
+    return value.get("name", default) if isinstance(value, dict) else getattr(value, "name", None)
+
+
+def _dataset_kind(value: Any) -> str:
+    name = _section_name(value, "digits")
+    return "user" if name not in DATASETS and is_user_name("dataset", name) else "builtin"
+
+
+AnyDatasetSpec = Annotated[
+    Annotated[DatasetSpec, Tag("builtin")] | Annotated[UserDatasetSpec, Tag("user")],
+    Discriminator(_dataset_kind),
+]
 
 
 class ModelSpec(BaseModel):
@@ -151,8 +185,54 @@ class AliGSpec(Strict):
     max_norm: PositiveFloat | None = Field(None, description="radius of the l2-ball constraint")
 
 
-OptimizerSpec = Annotated[SGDSpec | SGDGSpec | AdamGSpec | AliGSpec, Field(discriminator="name")]
+class UserOptimizerSpec(BaseModel):
+    """The user's own optimizer (import path or entry point) and its keyword arguments:
+    ``Optimizer(model.parameters(), **arguments)``, checked against its signature."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 OPTIMIZERS = ("sgd", "sgdg", "adamg", "alig")
+
+
+def _optimizer_kind(value: Any) -> Any:
+    name = _section_name(value)
+    if name in OPTIMIZERS or name is None:
+        return name
+    return "user" if is_user_name("optimizer", name) else str(name)
+
+
+OptimizerSpec = Annotated[
+    Annotated[SGDSpec, Tag("sgd")]
+    | Annotated[SGDGSpec, Tag("sgdg")]
+    | Annotated[AdamGSpec, Tag("adamg")]
+    | Annotated[AliGSpec, Tag("alig")]
+    | Annotated[UserOptimizerSpec, Tag("user")],
+    Discriminator(_optimizer_kind),
+]
+
+
+class MethodSpec(BaseModel):
+    """A per-step method of the user's: ``hook = Hook(model, optimizer, **arguments)``, then
+    ``hook.step()`` after every ``every``-th optimizer step (as ENorm runs)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    every: int = Field(1, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _user_code(cls, name: str) -> str:
+        if not is_user_name("method", name):
+            raise ValueError(f"unknown method {name!r}; give {user_name_hint('method')}")
+        return name
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
 
 
 class ENormSpec(Strict):
@@ -210,9 +290,10 @@ class TrainSpec(Strict):
 class TrialConfig(Strict):
     """Everything one training run needs."""
 
-    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    dataset: AnyDatasetSpec = Field(default_factory=DatasetSpec)
     model: ModelSpec
     optimizer: OptimizerSpec
+    method: MethodSpec | None = None
     enorm: ENormSpec | None = None
     bn: BNSpec | None = None
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
@@ -367,6 +448,10 @@ class StudySpec(TrialConfig):
     confirm_of: str | None = Field(
         None, description="set by normstudy: the search study this confirm stage belongs to"
     )
+    code: str | None = Field(
+        None, description="a folder of the user's Python code: on the import path here, and "
+        "its packages and modules shipped to every Ray worker (py_modules)",
+    )
 
     @property
     def stage(self) -> str:
@@ -408,7 +493,9 @@ class StudySpec(TrialConfig):
 
     def fingerprint(self) -> str:
         """Stable hash of everything that determines the trials' results."""
-        data = self.model_dump(mode="json", exclude={"description", "storage", "tracking"})
+        data = self.model_dump(mode="json", exclude={"description", "storage", "tracking", "code"})
+        if data.get("method") is None:  # as before methods existed: old studies still resume
+            data.pop("method", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -417,7 +504,9 @@ def format_pydantic_errors(err: ValidationError, prefix: str = "") -> list[tuple
     for item in err.errors():
         loc = [str(part) for part in item["loc"]]
         # Drop the discriminator tag pydantic inserts into union paths.
-        if loc and loc[0] == "optimizer" and len(loc) > 1 and loc[1] in OPTIMIZERS:
+        if loc and loc[0] == "optimizer" and len(loc) > 1 and loc[1] in (*OPTIMIZERS, "user"):
+            del loc[1]
+        if loc and loc[0] == "dataset" and len(loc) > 1 and loc[1] in ("builtin", "user"):
             del loc[1]
         loc = [part for part in loc if not part.startswith(("function-", "tagged-union"))]
         # A sweep domain's tag precedes its one field of the same name: say it once.
@@ -426,8 +515,11 @@ def format_pydantic_errors(err: ValidationError, prefix: str = "") -> list[tuple
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
+        if item["type"] == "union_tag_not_found":
+            message = f"needs a name; valid: {', '.join(OPTIMIZERS)}, or {user_name_hint(loc[0])}"
         if item["type"] == "union_tag_invalid":
-            message = f"unknown optimizer; valid: {', '.join(OPTIMIZERS)}"
+            message = (f"unknown optimizer; valid: {', '.join(OPTIMIZERS)}, or "
+                       f"{user_name_hint('optimizer')}")  # fmt: skip
         path = ".".join(([prefix] if prefix else []) + loc)
         problems.append((path, message))
     # A field reported twice (once per union member) reads better once.

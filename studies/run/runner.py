@@ -80,7 +80,7 @@ def run_study(spec: StudySpec, address: str | None = None, overwrite: bool = Fal
         StudyTracker(stage, tracking_uri(spec)).forget_study()
         shutil.rmtree(folder)
     prepare_env()
-    connect_ray(address)
+    connect_ray(address, spec.code)
     outcome = _start(spec, folders[0])
     return _next_stage(outcome, address)
 
@@ -125,7 +125,7 @@ def resume_study(name_or_path: str, address: str | None = None, retry_errored: b
     folder = find_study(name_or_path, storage)
     spec = load_study_spec(folder)
     prepare_env()
-    connect_ray(address)
+    connect_ray(address, spec.code)
     outcome = _resume(spec, folder, retry_errored)
     return _next_stage(outcome, address, retry_errored)
 

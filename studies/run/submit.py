@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from studies.config.components import code_modules
 from studies.config.load import dump_spec
 from studies.config.spec import SpecError, StudySpec
 from studies.store.layout import SPEC_FILE
@@ -70,10 +71,13 @@ def package_dirs() -> list[str]:
     return [str(Path(module.__file__).parent) for module in (studies, normlib)]
 
 
-def runtime_env(working_dir: str | Path) -> dict[str, Any]:
+def runtime_env(working_dir: str | Path, code: str | None = None) -> dict[str, Any]:
+    """The job's runtime_env: the spec folder, normstudy's packages and the user's ``code``
+    (its packages and modules; the driver and every worker of the job import them)."""
+    user = [str(path) for path in code_modules(code)] if code else []
     return {
         "working_dir": str(working_dir),
-        "py_modules": package_dirs(),
+        "py_modules": package_dirs() + user,
         "excludes": ["__pycache__", "*.pyc"],
     }  # no env_vars: the driver's ray.init sets its own, and Ray refuses overlapping keys
 
@@ -109,10 +113,12 @@ def submit_study(spec: StudySpec, address: str | None = None, overwrite: bool = 
     address = getattr(client, "_address", address)  # the URL Ray resolved
     submission_id = f"normstudy-{spec.name}-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="normstudy-job-") as folder:
-        (Path(folder) / SPEC_FILE).write_text(dump_spec(spec, masked=False))  # keeps its URI
+        # keeps its URI; the code travels in the job's runtime_env, not as a local path
+        job_spec = spec.model_copy(update={"code": None})
+        (Path(folder) / SPEC_FILE).write_text(dump_spec(job_spec, masked=False))
         job_id = client.submit_job(
             entrypoint=entrypoint(overwrite),
-            runtime_env=runtime_env(folder),
+            runtime_env=runtime_env(folder, spec.code),
             submission_id=submission_id,
             metadata={"normstudy.study": spec.name, "normstudy.storage": spec.storage},
         )  # the packages are uploaded before submit_job returns

@@ -8,6 +8,7 @@ import signal
 import threading
 from typing import Any
 
+from studies.config.components import code_modules
 from studies.config.space import FINITE, domain_values, explicit_arms, set_path, with_values
 from studies.config.spec import (
     GridDomain,
@@ -78,14 +79,24 @@ def trial_scheduler(spec: StudySpec):
     )
 
 
-def connect_ray(address: str | None) -> None:
-    """Join a cluster (``--address`` or RAY_ADDRESS), else start a local Ray."""
+def code_runtime_env(code: str | None) -> dict[str, Any]:
+    """A ``code:`` folder's packages and modules as Ray ``py_modules``: on every worker."""
+    if code is None:
+        return {}
+    modules = [str(path) for path in code_modules(code)]
+    return {"py_modules": modules, "excludes": ["__pycache__", "*.pyc"]} if modules else {}
+
+
+def connect_ray(address: str | None, code: str | None = None) -> None:
+    """Join a cluster (``--address`` or RAY_ADDRESS), else start a local Ray; the spec's
+    ``code`` folder travels to every worker."""
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"}}
+    runtime_env = {"env_vars": {"PYTHONWARNINGS": "ignore::DeprecationWarning"},
+                   **code_runtime_env(code)}  # fmt: skip
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
