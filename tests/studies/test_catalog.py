@@ -523,8 +523,13 @@ def smoke_storage(tmp_path_factory):
         print(f"[smoke]   {'total':<28} {sum(SMOKE_SECONDS.values()):6.1f}s")
 
 
+# One study per paper runs through the installed CLI instead (tests/acceptance/test_catalog.py).
+CLI_SMOKED = ("enorm-fc-cifar10", "rbn-wrn-cifar10", "bninit-resnet18-cifar10",
+              "alig-wrn-cifar10", "odenet4-norms-cifar10")  # fmt: skip
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("name", CATALOG)
+@pytest.mark.parametrize("name", [name for name in CATALOG if name not in CLI_SMOKED])
 def test_study_runs_end_to_end_with_smoke(
     name, smoke_storage, ray_local, record_property, study_runs
 ):
