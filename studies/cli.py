@@ -183,6 +183,8 @@ def user_components(spec) -> list[tuple[str, str, str]]:
 def trial_count(spec) -> str:
     """``12 trials``, or ``24 search + 15 confirm trials`` for a two-stage study."""
     search, confirm = total_trials(spec)
+    if spec.sequential is not None:  # the looks stop arms early: the count is the most
+        return f"at most {search} trials (looks at {spec.sequential.looks} seeds per arm)"
     return f"{search} search + {confirm} confirm trials" if confirm else f"{search} trials"
 
 
@@ -365,6 +367,11 @@ def print_comparison(result) -> None:
     from studies.analysis.report import format_table
 
     print(format_table(result.comparison))
+    if result.comparison.sequential is not None:
+        from studies.analysis.sequential_report import format_sequential
+
+        print()
+        print(format_sequential(result.comparison.sequential, result.comparison.scored_metric))
     print(f"[normstudy] report: {result.folder / OUTPUT_DIR / REPORT_FILE}")
     if result.run_id:
         print(f"[normstudy] logged to MLflow run {result.run_id} (artifacts/{ARTIFACT_DIR})")

@@ -114,6 +114,7 @@ class Comparison:
     excluded: list[Excluded]
     warnings: list[str]
     trials: list[TrialHistory]
+    sequential: Any = None  # a SequentialResult (studies.analysis.sequential) if the study has one
 
     @property
     def n_tests(self) -> int:

@@ -7,17 +7,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studies.analysis.comparison import Comparison, check_options, compare
-from studies.analysis.plots import curves_plot, paired_plot
+from studies.analysis.plots import FOREST_ABOVE, curves_plot, forest_plot, paired_plot, value_plot
 from studies.analysis.report import to_csv, to_markdown
+from studies.analysis.sequential import analyze, apply_verdicts
+from studies.analysis.sequential_report import markdown_section
 from studies.analysis.trials import SOURCES, load_trials
 from studies.config.space import confirm_name
 from studies.config.spec import SpecError, StudySpec
 from studies.store.layout import find_study, load_study_spec, tracking_uri
+from studies.store.looks import SEQUENTIAL_FILE, completed_looks
 from studies.store.mlflow import parent_run_id
 
 OUTPUT_DIR = ARTIFACT_DIR = "comparison"
 CSV_FILE, REPORT_FILE = "comparison.csv", "report.md"
 PAIRED_PLOT, CURVES_PLOT = "paired.png", "learning_curves.png"
+FOREST_PLOT, VALUE_PLOT = "forest.png", "difference_vs_value.png"  # forest: maybe forest-<i>.png
 
 
 def write_outputs(comparison: Comparison, folder: str | Path) -> list[Path]:
@@ -25,14 +29,21 @@ def write_outputs(comparison: Comparison, folder: str | Path) -> list[Path]:
     out = Path(folder) / OUTPUT_DIR
     out.mkdir(parents=True, exist_ok=True)
     plots = []
-    if comparison.rows:
+    if len(comparison.rows) > FOREST_ABOVE:  # one panel per arm would not be readable
+        plots += [page.name for page in forest_plot(comparison, out / FOREST_PLOT)]
+    elif comparison.rows:
         paired_plot(comparison, out / PAIRED_PLOT)
         plots.append(PAIRED_PLOT)
+    if value_plot(comparison, out / VALUE_PLOT) is not None:
+        plots.append(VALUE_PLOT)
     if comparison.scores:
         curves_plot(comparison, out / CURVES_PLOT)
         plots.append(CURVES_PLOT)
     (out / CSV_FILE).write_text(to_csv(comparison))
-    (out / REPORT_FILE).write_text(to_markdown(comparison, plots))
+    sections = []
+    if comparison.sequential is not None:
+        sections.append(markdown_section(comparison.sequential, comparison.scored_metric))
+    (out / REPORT_FILE).write_text(to_markdown(comparison, plots, sections))
     return [out / CSV_FILE, out / REPORT_FILE, *(out / name for name in plots)]
 
 
@@ -88,6 +99,10 @@ def run_comparison(
                               f"`normstudy resume {spec.name}`")])  # fmt: skip
         folder, spec = confirm, load_study_spec(confirm)
     comparison = compare(load_trials(folder, spec, source), spec, metric, select, alpha)
+    if spec.sequential is not None and comparison.metric == spec.metric.name and select == "final":
+        # the looks' decisions, as the runner made them (looks recorded in sequential.json)
+        looks = completed_looks(folder) if (folder / SEQUENTIAL_FILE).is_file() else None
+        apply_verdicts(comparison, analyze(comparison, looks))
     if require_pairs and not any(row.enough for row in comparison.rows):
         raise SpecError([("study", f"{spec.name!r} has no arm with two finished pairs of "
                           "trials (arm and baseline on the same seed) to test; let it finish "

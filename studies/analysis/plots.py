@@ -79,6 +79,9 @@ def paired_plot(comparison: Comparison, path: str | Path) -> Path:
             title = f"{row.arm}\nnot enough pairs (n = {row.n_pairs})"
             ax.text(0.5, 0.5, "not enough pairs", transform=ax.transAxes, ha="center",
                     color=TIED)  # fmt: skip
+        stop = _stop_text(comparison, row.arm)
+        if stop:
+            title = f"{title}\n{stop}"
         ax.set_title(title, fontsize=9.5)
         ax.set_xticks([0, 1])
         ax.set_xticklabels([_wrap(f"baseline {comparison.baseline}", 20), _wrap(row.arm, 20)],
@@ -102,6 +105,19 @@ def paired_plot(comparison: Comparison, path: str | Path) -> Path:
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def _stop_text(comparison: Comparison, arm: str) -> str:
+    """Where a sequential study stopped the arm, e.g. ``stopped at look 1 (3 seeds):
+    futility``; empty for other studies."""
+    result = getattr(comparison, "sequential", None)
+    found = result.arm(arm) if result is not None else None
+    if found is None or not found.history:
+        return ""
+    why = found.action.replace("_", " ")
+    if not found.stopped:
+        return f"running after look {found.look} ({found.n} seeds)"
+    return f"stopped at look {found.look} ({found.n} seeds): {why}"
 
 
 def _sd(values: list[float]) -> float:
@@ -141,6 +157,8 @@ def curves_plot(comparison: Comparison, path: str | Path) -> Path:
             is_base = arm == comparison.baseline
             color = BASELINE_COLOR if is_base else colors[(index - 1) % len(colors)]
             label = f"{arm} (baseline)" if is_base else arm
+            stop = _stop_text(comparison, arm)
+            label = f"{label}, {stop}" if stop else label
             style = "--" if is_base else "-"
             ax.plot(epochs, means, color=color, marker="o", markersize=3.5, linestyle=style,
                     label=_wrap(f"{label}, n = {len(histories)}", 45))  # fmt: skip

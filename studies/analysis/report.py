@@ -246,7 +246,9 @@ def _seeds_note(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def to_markdown(comparison: Comparison, plots: Iterable[str] = ()) -> str:
+def to_markdown(comparison: Comparison, plots: Iterable[str] = (),
+                sections: Iterable[str] = ()) -> str:  # fmt: skip
+    """report.md; ``sections`` (markdown, e.g. a sequential study's) follow the results."""
     c = comparison
     out = [f"# Comparison: {c.spec.name}", "", describe(c) + ".", ""]
     significant = [row.arm for row in c.rows if row.verdict == "significant"]
@@ -259,6 +261,7 @@ def to_markdown(comparison: Comparison, plots: Iterable[str] = ()) -> str:
             else "No arm besides the baseline.", ""]  # fmt: skip
     if c.warnings:
         out += ["**Warnings**", ""] + [f"- {w}" for w in c.warnings] + [""]
+    out += list(sections)
     for name in plots:
         out += [f"![{name}]({name})", ""]
     out += ["## How to read this", "", HOW_TO_READ, "", _seeds_note(c), ""]

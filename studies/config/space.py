@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from studies.config.components import is_user_name
+from studies.config.sequential import check_sequential
 from studies.config.spec import (
     ChoiceDomain,
     GridDomain,
@@ -285,6 +286,8 @@ def check_study(spec: StudySpec) -> list[tuple[str, str]]:
                 problems.append(
                     ("baseline", f"matches {len(hits)} arms ({labels}); it must pick one")
                 )
+    if not problems:
+        problems.extend(check_sequential(spec))
     return problems
 
 

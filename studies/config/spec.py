@@ -30,6 +30,7 @@ from pydantic import (
 
 from studies.config.components import is_user_name, user_name_hint
 from studies.config.datasets import DATASETS, dataset_info
+from studies.config.sequential import SequentialSpec, fill_seeds
 
 DEFAULT_STORAGE = "./normstudy-results"
 TRIAL_SECTIONS = ("dataset", "model", "optimizer", "enorm", "bn", "schedule", "train", "method")
@@ -421,6 +422,14 @@ class ConfirmSpec(Strict):
     baseline: dict[str, Any] | None = Field(
         None, description="the baseline arm (paths -> values); default: the study's baseline"
     )
+    sequential: SequentialSpec | None = Field(
+        None, description="run the confirm stage look by look (studies.config.sequential)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sequential_seeds(cls, data: Any) -> Any:
+        return fill_seeds(data)
 
 
 
@@ -445,6 +454,10 @@ class StudySpec(TrialConfig):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     storage: str = DEFAULT_STORAGE
     confirm: ConfirmSpec | None = None
+    sequential: SequentialSpec | None = Field(
+        None, description="add seeds look by look until each arm's verdict is decided "
+        "(studies.config.sequential)",
+    )
     confirm_of: str | None = Field(
         None, description="set by normstudy: the search study this confirm stage belongs to"
     )
@@ -459,6 +472,11 @@ class StudySpec(TrialConfig):
         if self.confirm is not None:
             return "search"
         return "confirm" if self.confirm_of else "study"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sequential_seeds(cls, data: Any) -> Any:
+        return fill_seeds(data)
 
     @field_validator("arms")
     @classmethod

@@ -5,29 +5,20 @@ results, checkpoints, experiment state for resume) plus ``study.yaml``
 (:mod:`studies.store.layout`), which is how ``normstudy resume NAME`` knows the study
 without its original file. A two-stage study runs its confirm stage in
 ``<storage>/<name>-confirm`` when the search stage ends (:mod:`studies.run.stages`).
+A study with a ``sequential`` design runs look by look (:mod:`studies.run.sequential`).
 """
 
 from __future__ import annotations
 
 import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from studies.config.space import arm_label, confirm_name, expected_trials
 from studies.config.spec import SpecError, StudySpec
-from studies.run.callbacks import MLflowTrialCallback
-from studies.run.progress import ProgressCallback
+from studies.run.fit import StudyOutcome, callbacks, fit, study_tuner
+from studies.run.sequential import resume_looks, run_looks
 from studies.run.stages import confirm_spec
-from studies.run.tune import (
-    connect_ray,
-    param_space,
-    prepare_env,
-    reuse_actors,
-    search_algorithm,
-    trainable_with_resources,
-    trial_scheduler,
-)
+from studies.run.tune import connect_ray, prepare_env, trainable_with_resources
 from studies.store.layout import (
     FINGERPRINT_FILE,
     SPEC_FILE,
@@ -38,26 +29,8 @@ from studies.store.layout import (
     write_study_spec,
 )
 from studies.store.mlflow import StudyTracker
-from studies.store.results import trial_statuses
 
-
-def callbacks(spec: StudySpec, total: int) -> list:
-    tracker = StudyTracker(spec, tracking_uri(spec))
-    return [MLflowTrialCallback(tracker), ProgressCallback(total)]
-
-
-@dataclass
-class StudyOutcome:
-    spec: StudySpec
-    folder: Path
-    counts: dict[str, int]
-    tracking_uri: str
-    seconds: float
-
-    @property
-    def interrupted(self) -> bool:
-        """Stopped before every trial ended (Ctrl-C, SIGTERM): ``resume`` continues it."""
-        return bool(self.counts.get("unfinished"))
+__all__ = ["StudyOutcome", "callbacks", "resume_study", "run_study"]
 
 
 def run_study(spec: StudySpec, address: str | None = None, overwrite: bool = False) -> StudyOutcome:
@@ -86,36 +59,14 @@ def run_study(spec: StudySpec, address: str | None = None, overwrite: bool = Fal
 
 
 def _start(spec: StudySpec, folder: Path) -> StudyOutcome:
-    """Write ``study.yaml`` into a new study directory and fit a new Tuner."""
-    from ray import tune
-
+    """Write ``study.yaml`` into a new study directory and fit a new Tuner (or, for a
+    sequential study, the Tuner of each look)."""
     folder.mkdir(parents=True, exist_ok=True)
     spec = spec.model_copy(update={"storage": str(folder.parent)})  # resumable from any cwd
     write_study_spec(spec, folder)
-    total = expected_trials(spec)
-    tuner = tune.Tuner(
-        trainable_with_resources(spec),
-        param_space=param_space(spec),
-        tune_config=tune.TuneConfig(
-            metric=spec.metric.name,
-            mode=spec.metric.mode,
-            search_alg=search_algorithm(spec),
-            scheduler=trial_scheduler(spec),
-            num_samples=1 if spec.search.name == "grid" else spec.search.num_samples,
-            max_concurrent_trials=spec.max_concurrent,
-            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
-            reuse_actors=reuse_actors(),
-        ),
-        run_config=tune.RunConfig(
-            name=spec.name,
-            storage_path=str(folder.parent),
-            failure_config=tune.FailureConfig(max_failures=2),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks(spec, total),
-            verbose=0,
-        ),
-    )
-    return _fit(tuner, spec, folder)
+    if spec.sequential is not None:
+        return run_looks(spec, folder)
+    return fit(study_tuner(spec, folder), spec, folder)
 
 
 def resume_study(name_or_path: str, address: str | None = None, retry_errored: bool = False,
@@ -133,6 +84,8 @@ def resume_study(name_or_path: str, address: str | None = None, retry_errored: b
 def _resume(spec: StudySpec, folder: Path, retry_errored: bool) -> StudyOutcome:
     from ray import tune
 
+    if spec.sequential is not None:
+        return resume_looks(spec, folder, retry_errored)
     if not tune.Tuner.can_restore(str(folder)):
         # Killed before Ray Tune saved any state: start over, dropping the half-made runs.
         StudyTracker(spec, tracking_uri(spec)).forget_study()
@@ -146,7 +99,7 @@ def _resume(spec: StudySpec, folder: Path, retry_errored: bool) -> StudyOutcome:
         resume_unfinished=True,
         resume_errored=retry_errored,
     )
-    return _fit(tuner, spec, folder)
+    return fit(tuner, spec, folder)
 
 
 def _next_stage(outcome: StudyOutcome, address: str | None, retry_errored: bool = False):
@@ -172,17 +125,3 @@ def _next_stage(outcome: StudyOutcome, address: str | None, retry_errored: bool 
           f"{confirm.metric.name}")  # fmt: skip
     return _start(confirm, folder)
 
-
-def _fit(tuner, spec: StudySpec, folder: Path) -> StudyOutcome:
-    """Fit the Tuner; trials are counted from the experiment state Ray Tune saved last, so a
-    run stopped by SIGINT / SIGTERM (Ray Tune ends it and saves its state) is ``interrupted``."""
-    started = time.time()
-    grid = tuner.fit()
-    diverged = {r.metrics.get("trial_id") for r in grid if (r.metrics or {}).get("diverged")}
-    counts: dict[str, int] = {}
-    for trial_id, status in trial_statuses(folder).items():
-        state = {"TERMINATED": "finished", "ERROR": "errored"}.get(status, "unfinished")
-        if state == "finished" and trial_id in diverged:
-            state = "diverged"
-        counts[state] = counts.get(state, 0) + 1
-    return StudyOutcome(spec, folder, counts, tracking_uri(spec), time.time() - started)

@@ -9,6 +9,7 @@ explicit ``arms`` of the *confirm* stage: a grid study named ``<name>-confirm``
 next to the search study, run on ``confirm.seeds`` and judged on
 ``confirm.metric`` (the test split by default). The comparison runs on the confirm
 stage. Both stages log to the same MLflow experiment, tagged ``normstudy.stage``.
+With ``confirm.sequential`` the confirm stage runs look by look (:mod:`studies.run.sequential`).
 """
 
 from __future__ import annotations
@@ -78,5 +79,6 @@ def confirm_spec(search: StudySpec, folder: Path) -> tuple[StudySpec, list[float
         scheduler={"name": "fifo"},
         tracking={**data.get("tracking", {}), "experiment": search.experiment_name},
         confirm_of=search.name,
+        sequential=confirm.sequential.model_dump() if confirm.sequential else None,
     )
     return parse_config(data), scores  # the search stage's spec was validated in full

@@ -5,6 +5,8 @@ per reported epoch; a restarted trial may report an epoch again, and a crash or 
 disk may cut the last line short: the last complete line of each epoch counts), and
 ``error.txt`` if it raised. The newest ``experiment_state-*.json`` holds each trial's
 Ray Tune status. What counts as finished is decided once, by :func:`trial_outcome`.
+A sequential study (:mod:`studies.run.sequential`) runs each look as its own Ray Tune
+experiment in ``look-<k>/`` inside the study directory; its trials count as the study's.
 """
 
 from __future__ import annotations
@@ -16,6 +18,15 @@ from pathlib import Path
 from typing import Any
 
 FINISHED, DIVERGED, INCOMPLETE = "finished", "diverged", "incomplete"
+LOOK_PREFIX = "look-"  # look k of a sequential study: <study>/look-<k>/
+
+
+def experiment_dirs(folder: str | Path) -> list[Path]:
+    """The Ray Tune experiment directories of a study: itself, then its looks in order."""
+    folder = Path(folder)
+    looks = [p for p in folder.glob(f"{LOOK_PREFIX}*") if p.is_dir()
+             and p.name.removeprefix(LOOK_PREFIX).isdigit()]  # fmt: skip
+    return [folder, *sorted(looks, key=lambda p: int(p.name.removeprefix(LOOK_PREFIX)))]
 
 
 def trial_outcome(last_epoch: int, diverged: bool, epochs: int) -> str:
@@ -69,7 +80,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 def trial_records(folder: str | Path) -> list[TrialRecord]:
     """Every trial of a study directory with its reported epochs, by trial id."""
     records = []
-    for trial_dir in sorted(p for p in Path(folder).glob("trial_*") if p.is_dir()):
+    dirs = [p for d in experiment_dirs(folder) for p in d.glob("trial_*") if p.is_dir()]
+    for trial_dir in sorted(dirs, key=lambda p: p.name):
         params = trial_dir / "params.json"
         if not params.is_file():
             continue
@@ -88,8 +100,16 @@ def trial_records(folder: str | Path) -> list[TrialRecord]:
 
 
 def trial_statuses(folder: str | Path) -> dict[str, str]:
-    """Trial id -> Ray Tune status from the newest experiment state (empty if none)."""
-    states = sorted(Path(folder).glob("experiment_state-*.json"))
+    """Trial id -> Ray Tune status from the newest experiment state of the study (and of
+    each of its looks); empty if none."""
+    statuses: dict[str, str] = {}
+    for directory in experiment_dirs(folder):
+        statuses.update(_statuses(directory))
+    return statuses
+
+
+def _statuses(folder: Path) -> dict[str, str]:
+    states = sorted(folder.glob("experiment_state-*.json"))
     if not states:
         return {}
     try:

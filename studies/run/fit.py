@@ -1,0 +1,100 @@
+"""One Ray Tune experiment of a study: build the Tuner, fit it, count how its trials ended.
+
+A study is one experiment in ``<storage>/<name>``; a sequential study is one experiment per
+look in ``<storage>/<name>/look-<k>`` (:mod:`studies.run.sequential`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from studies.config.space import expected_trials
+from studies.config.spec import SpecError, StudySpec
+from studies.run.callbacks import MLflowTrialCallback
+from studies.run.guard import StudyFolderGuard, was_deleted
+from studies.run.progress import ProgressCallback
+from studies.run.tune import (
+    param_space,
+    reuse_actors,
+    search_algorithm,
+    trainable_with_resources,
+    trial_scheduler,
+)
+from studies.store.layout import tracking_uri
+from studies.store.mlflow import StudyTracker
+from studies.store.results import trial_statuses
+
+
+def callbacks(spec: StudySpec, total: int) -> list:
+    """MLflow mirroring (the tracker of ``spec``: its parent run, its arm labels) and progress."""
+    tracker = StudyTracker(spec, tracking_uri(spec))
+    return [MLflowTrialCallback(tracker), ProgressCallback(total), StudyFolderGuard()]
+
+
+@dataclass
+class StudyOutcome:
+    spec: StudySpec
+    folder: Path
+    counts: dict[str, int]
+    tracking_uri: str
+    seconds: float
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped before every trial ended (Ctrl-C, SIGTERM): ``resume`` continues it."""
+        return bool(self.counts.get("unfinished"))
+
+
+def make_tuner(spec: StudySpec, storage_path: Path, name: str, hooks: list):
+    """A new Tuner for the trials of ``spec`` in the experiment ``storage_path / name``."""
+    from ray import tune
+
+    return tune.Tuner(
+        trainable_with_resources(spec),
+        param_space=param_space(spec),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric.name,
+            mode=spec.metric.mode,
+            search_alg=search_algorithm(spec),
+            scheduler=trial_scheduler(spec),
+            num_samples=1 if spec.search.name == "grid" else spec.search.num_samples,
+            max_concurrent_trials=spec.max_concurrent,
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            reuse_actors=reuse_actors(),
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage_path),
+            failure_config=tune.FailureConfig(max_failures=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=hooks,
+            verbose=0,
+        ),
+    )
+
+
+def study_tuner(spec: StudySpec, folder: Path):
+    """The Tuner of a whole (non-sequential) study in ``folder``."""
+    return make_tuner(spec, folder.parent, spec.name, callbacks(spec, expected_trials(spec)))
+
+
+def fit(tuner, spec: StudySpec, folder: Path) -> StudyOutcome:
+    """Fit the Tuner; trials are counted from the experiment state Ray Tune saved last, so a
+    run stopped by SIGINT / SIGTERM (Ray Tune ends it and saves its state) is ``interrupted``."""
+    started = time.time()
+    grid = tuner.fit()
+    if was_deleted(folder):
+        raise SpecError([("storage", f"the study folder {folder} was deleted while the study "
+                          "ran; its trials' results are gone (the MLflow runs stay). Start it "
+                          f"again with `normstudy run {spec.confirm_of or spec.name} "
+                          "--overwrite`")])  # fmt: skip
+    diverged = {r.metrics.get("trial_id") for r in grid if (r.metrics or {}).get("diverged")}
+    counts: dict[str, int] = {}
+    for trial_id, status in trial_statuses(folder).items():
+        state = {"TERMINATED": "finished", "ERROR": "errored"}.get(status, "unfinished")
+        if state == "finished" and trial_id in diverged:
+            state = "diverged"
+        counts[state] = counts.get(state, 0) + 1
+    return StudyOutcome(spec, folder, counts, tracking_uri(spec), time.time() - started)
