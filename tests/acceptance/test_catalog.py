@@ -47,7 +47,7 @@ def test_smoke_run_of_a_catalog_study_trains_and_compares(shell, name):
     report = shell.results / f"{name}-smoke" / "comparison" / "report.md"
     rows = re.findall(r"^\| (\S[^|]*) \| (\d+) \|", report.read_text(), re.M)
     assert rows and all(int(n) == 2 for _, n in rows), rows  # every arm paired on both seeds
-    trials = int(re.search(r"(\d+) finished", ran.out).group(1))
+    trials = int(re.search(r"done in \d+s: (\d+) finished", ran.out).group(1))
     _, _, parents, children = study_runs(shell, f"{name}-smoke")
     assert len(parents) == 1 and len(children) == trials == 2 * (len(rows) + 1)
     assert {run.info.status for run in [*parents, *children]} == {"FINISHED"}
