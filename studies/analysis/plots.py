@@ -3,7 +3,11 @@
 * :func:`paired_plot`: per arm, the compared value of every seed for the baseline and the
   arm, joined by a line per seed (green where the arm is better, red where worse), with
   mean +- sd beside each column.
-* :func:`curves_plot`: mean +- sd learning curves per arm over epochs.
+* :func:`curves_plot`: mean +- sd learning curves per arm over epochs (the baseline and
+  the best ``CURVES_TOP_K`` arms when there are more).
+* :func:`forest_plot`: with more than ``FOREST_ABOVE`` arms, instead of the paired plot:
+  each arm's mean difference and one-sided 95% bound, sorted, paged at ``FOREST_PER_PAGE``.
+* :func:`value_plot`: for a sweep over one numeric parameter, difference vs value.
 """
 
 from __future__ import annotations
@@ -134,12 +138,18 @@ def _panels(comparison: Comparison) -> list[str]:
     return [*panels, "train_loss"] if "train_loss" not in panels else panels
 
 
-def curves_plot(comparison: Comparison, path: str | Path) -> Path:
+def curves_plot(comparison: Comparison, path: str | Path, top_k: int | None = None) -> Path:
     """Mean +- sd over the seeds of each arm, per epoch, for the compared metrics and the
-    training loss; only the trials the comparison used (failures left out)."""
+    training loss; only the trials the comparison used (failures left out). With more than
+    ``top_k`` arms (default ``CURVES_TOP_K``; 0 or less: all) only the baseline and the
+    best ``top_k`` arms by mean difference are drawn, and the title says so."""
     used = {score.trial_id for score in comparison.scores}
     trials = [t for t in comparison.trials if t.trial_id in used]
-    arms = [comparison.baseline, *(row.arm for row in comparison.rows)]
+    top_k = CURVES_TOP_K if top_k is None else top_k
+    shown = comparison.rows
+    if 0 < top_k < len(comparison.rows):
+        shown = ranked_rows(comparison)[:top_k]
+    arms = [comparison.baseline, *(row.arm for row in shown)]
     panels = _panels(comparison)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -175,8 +185,211 @@ def curves_plot(comparison: Comparison, path: str | Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{comparison.spec.name}: learning curves per arm (shaded: ± 1 sd)",
+    which = ("per arm" if len(shown) == len(comparison.rows) else
+             f"of the baseline and the best {len(shown)} of {len(comparison.rows)} arms "
+             "by mean difference")  # fmt: skip
+    fig.suptitle(f"{comparison.spec.name}: learning curves {which} (shaded: ± 1 sd)",
                  fontsize=11)  # fmt: skip
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Plots that scale to hundreds of arms
+
+FOREST_ABOVE = 12  # more arms than this: the forest plot replaces paired.png
+FOREST_PER_PAGE = 70  # arms per forest page: 1.5 + 0.2 in per arm at DPI 120 < 1,900 px
+CURVES_TOP_K = 5  # learning curves show the baseline and the best k arms
+VALUE_MIN_ARMS = 3  # difference vs value needs this many arms with a difference
+
+
+def ranked_rows(comparison: Comparison) -> list:
+    """The arms that have a mean difference, best first (largest difference for a metric to
+    maximize, smallest for one to minimize; ties by label)."""
+    sign = 1.0 if comparison.mode == "max" else -1.0
+    rows = [row for row in comparison.rows if math.isfinite(row.mean_diff)]
+    return sorted(rows, key=lambda row: (-sign * row.mean_diff, row.arm))
+
+
+def _short(label: str, width: int = 48) -> str:
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
+def _bound(row, comparison: Comparison) -> float | None:
+    """The finite end of the row's one-sided 95% interval (None with fewer than 2 pairs)."""
+    if not row.enough:
+        return None
+    value = row.ci_low if comparison.alternative == "greater" else row.ci_high
+    return value if math.isfinite(value) else None
+
+
+def _forest_style(row) -> tuple[str, str, str]:
+    """(marker, face color, edge color) of an arm: filled green when Holm-significant,
+    open grey when tested and not significant, a grey x with fewer than 2 pairs."""
+    if not row.enough:
+        return "x", TIED, TIED
+    if row.verdict == "significant":
+        return "o", BETTER, BETTER
+    return "o", "white", TIED
+
+
+def forest_plot(comparison: Comparison, path: str | Path,
+                per_page: int = FOREST_PER_PAGE) -> list[Path]:  # fmt: skip
+    """Each arm's mean difference from the baseline with its one-sided 95% bound, best arm on
+    top, Holm-significant arms filled, a line at 0 (the baseline). More than ``per_page``
+    arms are split evenly over pages ``<stem>-1.png``, ``<stem>-2.png``, ... (one shared x
+    axis); otherwise one file at ``path``. Returns the files written."""
+    u = units(comparison.scored_metric)
+    rows = ranked_rows(comparison)
+    path = Path(path)
+    for old in path.parent.glob(f"{path.stem}-*{path.suffix}"):  # pages of an earlier run
+        old.unlink()
+    pages = max(1, math.ceil(len(rows) / per_page))
+    size = math.ceil(len(rows) / pages) if rows else 0
+    values = [row.mean_diff * u.scale for row in rows]
+    values += [b * u.scale for row in rows if (b := _bound(row, comparison)) is not None]
+    low, high = min([0.0, *values]), max([0.0, *values])
+    pad = 0.06 * (high - low or 1.0)
+    untested = len(comparison.rows) - len(rows)
+    files = []
+    for page in range(pages):
+        chunk = rows[page * size : (page + 1) * size]
+        fig, ax = plt.subplots(figsize=(10.5, 1.9 + 0.2 * max(len(chunk), 3)))
+        for y, row in enumerate(chunk):
+            x = row.mean_diff * u.scale
+            bound = _bound(row, comparison)
+            marker, face, edge = _forest_style(row)
+            if bound is not None:
+                ax.plot([bound * u.scale, x], [y, y], color=edge, linewidth=1.4, zorder=2)
+                ax.plot([bound * u.scale], [y], marker="|", markersize=8, color=edge, zorder=2)
+            ax.plot([x], [y], marker=marker, markersize=5.5, markerfacecolor=face,
+                    markeredgecolor=edge, color=edge, linestyle="none", zorder=3)  # fmt: skip
+            ax.text(1.01, y, f"n {row.n_pairs}  p {format_p(row.p_holm)}", fontsize=7,
+                    va="center", transform=ax.get_yaxis_transform())  # fmt: skip
+        ax.axvline(0.0, color=BASELINE_COLOR, linewidth=1.0, zorder=1)
+        ax.set_yticks(range(len(chunk)))
+        ax.set_yticklabels([_short(row.arm) for row in chunk], fontsize=7.5)
+        ax.set_ylim(len(chunk) - 0.5, -0.5)  # best arm on top
+        ax.set_xlim(low - pad, high + pad)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlabel(f"{u.name.split(' (')[0]}: arm − baseline {comparison.baseline}"
+                      f"{' (' + u.diff.strip() + ')' if u.diff else ''}")  # fmt: skip
+        first, last = page * size + 1, page * size + len(chunk)
+        where = f", arms {first}–{last} of {len(rows)}" if pages > 1 else ""
+        skipped = f"; {untested} arm(s) without a pair not shown" if untested else ""
+        ax.set_title(_wrap(f"{comparison.spec.name}: mean difference from the baseline "
+                           f"{_selection_text(comparison)}, best first{where}{skipped}", 100),
+                     fontsize=10)  # fmt: skip
+        ax.text(1.01, 1.0, "pairs, p (Holm)", fontsize=7, va="bottom",
+                transform=ax.transAxes)  # fmt: skip
+        handles = [
+            Line2D([], [], marker="o", color=BETTER, linestyle="none",
+                   label=f"significant (Holm, alpha {comparison.alpha:g})"),
+            Line2D([], [], marker="o", markerfacecolor="white", color=TIED, linestyle="none",
+                   label="not significant"),
+            Line2D([], [], marker="|", color=TIED, markersize=8,
+                   label="one-sided 95% bound"),
+            Line2D([], [], marker="x", color=TIED, linestyle="none", label="fewer than 2 pairs"),
+            Line2D([], [], color=BASELINE_COLOR, label="baseline (0)"),
+        ]  # fmt: skip
+        fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=7.5, frameon=False)
+        fig.tight_layout(rect=(0, 0.5 / fig.get_figheight(), 1, 1))
+        target = path if pages == 1 else path.with_name(f"{path.stem}-{page + 1}{path.suffix}")
+        fig.savefig(target, dpi=DPI)
+        plt.close(fig)
+        files.append(target)
+    return files
+
+
+def swept_number(comparison: Comparison) -> str | None:
+    """The path of a sweep over one numeric parameter: every arm (the baseline too) sets
+    exactly that path, to a number. None otherwise."""
+    assignments = [comparison.baseline_params, *(row.params for row in comparison.rows)]
+    paths = {tuple(values) for values in assignments}
+    if len(paths) != 1 or len(next(iter(paths))) != 1:
+        return None
+    (path,) = next(iter(paths))
+    numeric = all(isinstance(v[path], int | float) and not isinstance(v[path], bool)
+                  for v in assignments)  # fmt: skip
+    return path if numeric else None
+
+
+def _spread(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return _sd(values) / mean if mean else math.inf
+
+
+def log_spaced(comparison: Comparison, path: str, values: list[float]) -> bool:
+    """A log x axis: a loguniform domain, or positive values spanning 10x or more whose
+    log-gaps are more even than their gaps (a grid like 1e-3, 1e-2, 1e-1)."""
+    from studies.config.spec import LogUniformDomain
+
+    if isinstance(comparison.spec.sweep.get(path), LogUniformDomain):
+        return True
+    positive = sorted({v for v in values if v > 0})
+    if len(positive) < 3 or positive[-1] / positive[0] < 10:
+        return False
+    pairs = list(zip(positive, positive[1:], strict=False))
+    return _spread([math.log(b / a) for a, b in pairs]) < _spread([b - a for a, b in pairs])
+
+
+def value_plot(comparison: Comparison, path: str | Path) -> Path | None:
+    """Difference vs value for a sweep over one numeric parameter (:func:`swept_number`):
+    x = the swept value, y = the arm's mean difference from the baseline with its one-sided
+    95% bound, Holm-significant values filled; None (nothing written) for other studies or
+    fewer than ``VALUE_MIN_ARMS`` arms with a difference."""
+    swept = swept_number(comparison)
+    rows = [row for row in comparison.rows if math.isfinite(row.mean_diff)]
+    if swept is None or len(rows) < VALUE_MIN_ARMS:
+        return None
+    u = units(comparison.scored_metric)
+    base_value = comparison.baseline_params[swept]
+    rows.sort(key=lambda row: row.params[swept])
+    xs = [row.params[swept] for row in rows]
+    log = log_spaced(comparison, swept, [*xs, base_value])
+    if log:
+        rows = [row for row in rows if row.params[swept] > 0]
+        xs = [row.params[swept] for row in rows]
+    size = 6.0 if len(rows) <= 60 else 4.5  # smaller markers keep hundreds of values apart
+    fig, ax = plt.subplots(figsize=(8.5, 5.0))
+    ax.plot(xs, [row.mean_diff * u.scale for row in rows], color=TIED, linewidth=1.0,
+            alpha=0.7, zorder=1)  # fmt: skip
+    for x, row in zip(xs, rows, strict=True):
+        y = row.mean_diff * u.scale
+        bound = _bound(row, comparison)
+        marker, face, edge = _forest_style(row)
+        if bound is not None:
+            ax.plot([x, x], [bound * u.scale, y], color=edge, linewidth=1.3, zorder=2)
+            ax.plot([x], [bound * u.scale], marker="_", markersize=1.5 * size, color=edge,
+                    zorder=2)  # fmt: skip
+        ax.plot([x], [y], marker=marker, markersize=size, markerfacecolor=face,
+                markeredgecolor=edge, linestyle="none", zorder=3)  # fmt: skip
+    ax.axhline(0.0, color=BASELINE_COLOR, linewidth=1.0, linestyle="--", zorder=1)
+    if not log or base_value > 0:
+        ax.plot([base_value], [0.0], marker="D", color=BASELINE_COLOR, linestyle="none",
+                zorder=4)  # fmt: skip
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(swept + (" (log scale)" if log else ""))
+    ax.set_ylabel(f"{u.name.split(' (')[0]}: arm − baseline"
+                  f"{' (' + u.diff.strip() + ')' if u.diff else ''}")  # fmt: skip
+    ax.grid(alpha=0.3)
+    handles = [
+        Line2D([], [], marker="o", color=BETTER, linestyle="none",
+               label=f"significant (Holm, alpha {comparison.alpha:g})"),
+        Line2D([], [], marker="o", markerfacecolor="white", color=TIED, linestyle="none",
+               label="not significant"),
+        Line2D([], [], marker="_", color=TIED, markersize=9, label="one-sided 95% bound"),
+        Line2D([], [], marker="D", color=BASELINE_COLOR, linestyle="--",
+               label=f"baseline {swept} = {base_value:g}"),
+    ]  # fmt: skip
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    ax.set_title(_wrap(f"{comparison.spec.name}: mean difference from the baseline vs "
+                       f"{swept}, {comparison.scored_metric} {_selection_text(comparison)}",
+                       90), fontsize=10)  # fmt: skip
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=DPI)
