@@ -19,8 +19,16 @@ Each loop runs one warm-up epoch, then ``--repeats`` timed epochs (wall
 clock: the workers are other processes); the table shows the medians and
 the ratio ours / seed of images per second.
 
+``--variants`` adds rows of our loop with its speed options (``bf16``,
+``channels_last``, ``compile``, ``bf16+cl+compile``; ``fp32`` is the plain
+loop), on every model or on ``--variant-models``; each row's ratio is
+against the same seed loop. A compile row whose ``torch.compile`` cannot run
+here says why instead of failing.
+
     python bench/epoch.py [--models fc-15x500 odenet4-16] [--device auto|cpu|cuda]
                           [--images N] [--batch 128] [--workers 2] [--repeats 3]
+                          [--variants fp32 bf16 channels_last compile bf16+cl+compile]
+                          [--variant-models resnet18]
 
 prints a table and writes bench/results/epoch.json.
 """
@@ -49,7 +57,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from studies.build.data import Splits, make_batches
-from studies.build.trainable import TrainStep, train_epoch
+from studies.build.trainable import TrainStep, compile_problem, train_epoch
 from studies.config.datasets import dataset_info
 
 DEFAULT_MODELS = ("fc-15x500", "fullyconv", "odenet4-16", "resnet18", "wrn-28-10")
@@ -82,15 +90,32 @@ def sgd(model: nn.Module) -> torch.optim.SGD:
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
 
-def ours(name: str, images, labels, device, batch: int):
-    """A function running one epoch of our loop (``dataset.loader: device``)."""
+# Our loop's speed options (``train.precision``, ``train.channels_last``, ``train.compile``):
+# variant name -> (precision, channels_last, compile). ``fp32`` is the plain loop.
+VARIANTS: dict[str, tuple[str, bool, bool]] = {
+    "fp32": ("fp32", False, False),
+    "bf16": ("bf16", False, False),
+    "channels_last": ("fp32", True, False),
+    "compile": ("fp32", False, True),
+    "bf16+cl+compile": ("bf16", True, True),
+}
+
+
+def ours(name: str, images, labels, device, batch: int, variant: str = "fp32"):
+    """A function running one epoch of our loop (``dataset.loader: device``) with the speed
+    options of ``variant``, set up the way ``build_trial`` does (model on the device and in
+    its memory format before the optimizer takes its parameters)."""
+    precision, channels_last, compile_ = VARIANTS[variant]
     model = build_model(name, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     splits = Splits(dataset_info("fake"), images, labels, images[:2], labels[:2], images[:2],
                     labels[:2])
     generator = torch.Generator(device=device).manual_seed(0)
     batches = make_batches("device", splits.to(device), generator, batch_size=batch,
-                           normalize=True, augment=True, device=device)
-    step = TrainStep(model, sgd(model), device=device)
+                           normalize=True, augment=True, device=device,
+                           channels_last=channels_last)
+    step = TrainStep(model, sgd(model), precision=precision, compile=compile_, device=device)
 
     def epoch() -> None:
         train_epoch(step, batches)
@@ -149,6 +174,10 @@ def main() -> None:
                         help="images per epoch (default 10000 on CUDA, 256 on CPU)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="seed loop's DataLoader workers")
+    parser.add_argument("--variants", nargs="+", default=["fp32"], choices=list(VARIANTS),
+                        help="our loop's speed options, one row each (default fp32)")
+    parser.add_argument("--variant-models", nargs="+", default=None,
+                        help="models that get the non-fp32 variants (default: all --models)")
     timing_arguments(parser, repeats=3, what="epochs per loop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -158,27 +187,36 @@ def main() -> None:
     n_images = args.images or (10000 if on_cuda else 256)
     images, labels = fake_images(n_images)
 
+    variant_models = set(check_models(args.variant_models or models))
+    unavailable = compile_problem(device) if any(VARIANTS[v][2] for v in args.variants) else None
     rows = []
     for name in models:
-        ours_s = epoch_seconds(ours(name, images, labels, device, args.batch), device,
-                               args.repeats)
         seed_s = epoch_seconds(seed_style(name, images, labels, device, args.batch,
                                           args.workers), device, args.repeats)
-        rows.append({
-            "model": name,
-            "ours_s": ours_s,
-            "seed_s": seed_s,
-            "ours_img_s": n_images / ours_s,
-            "seed_img_s": n_images / seed_s,
-            "ratio": seed_s / ours_s,
-        })
-        print(f"{name}: ours {ours_s:.2f} s, seed {seed_s:.2f} s per epoch", flush=True)
+        for variant in args.variants:
+            if variant != "fp32" and name not in variant_models:
+                continue
+            row = {"model": name, "variant": variant, "ours_s": None, "seed_s": seed_s,
+                   "ours_img_s": None, "seed_img_s": n_images / seed_s, "ratio": None}
+            if VARIANTS[variant][2] and unavailable:
+                row["note"] = f"compile unavailable: {unavailable}"
+                rows.append(row)
+                print(f"{name} {variant}: skipped ({row['note']})", flush=True)
+                continue
+            ours_s = epoch_seconds(ours(name, images, labels, device, args.batch, variant),
+                                   device, args.repeats)
+            row.update(ours_s=ours_s, ours_img_s=n_images / ours_s, ratio=seed_s / ours_s)
+            rows.append(row)
+            print(f"{name} {variant}: ours {ours_s:.2f} s, seed {seed_s:.2f} s per epoch",
+                  flush=True)
     print(f"one epoch of {n_images} images, batch {args.batch}, {device}, "
           f"{args.threads} thread(s), seed loop with {args.workers} workers, "
           f"median of {args.repeats}")
-    print_table([("model", ""), ("ours_s", ".2f"), ("seed_s", ".2f"), ("ours_img_s", ".0f"),
-                 ("seed_img_s", ".0f"), ("ratio", ".2f")], rows)
+    print_table([("model", ""), ("variant", ""), ("ours_s", ".2f"), ("seed_s", ".2f"),
+                 ("ours_img_s", ".0f"), ("seed_img_s", ".0f"), ("ratio", ".2f")], rows)
     settings = {"images": n_images, "batch": args.batch, "workers": args.workers,
+                "variants": {v: dict(zip(("precision", "channels_last", "compile"), VARIANTS[v],
+                                         strict=True)) for v in args.variants},
                 "repeats": args.repeats, "models": {n: MODEL_SECTIONS[n] for n in models}}
     write_json("epoch", device, settings, rows, args.out)
 

@@ -29,7 +29,6 @@ from typing import Any
 from normlib.models import MODELS
 from studies.config.components import KINDS, entry_points, group, is_import_path, user_name_hint
 from studies.config.datasets import DATASETS
-from studies.config.spec import OPTIMIZERS
 
 # Leading positional parameters the service passes itself, per kind.
 PASSED = {"model": 0, "dataset": 0, "optimizer": 1, "method": 2}
@@ -45,6 +44,10 @@ class ComponentError(ValueError):
 
 
 def builtin_names(kind: str) -> list[str]:
+    # imported here: studies.build's training loop imports without pydantic (bench/gpu.sh
+    # runs it on a bare GPU machine; tests/test_gpu_bench_imports.py)
+    from studies.config.spec import OPTIMIZERS
+
     return {"model": MODELS.names(), "dataset": list(DATASETS), "optimizer": list(OPTIMIZERS),
             "method": []}[kind]  # fmt: skip
 

@@ -41,8 +41,10 @@ from studies.build.recipes import (
     current_lr,
     normalize_inputs,
 )
-from studies.config.space import resolve_arm
-from studies.config.spec import TRIAL_SECTIONS, TrialConfig
+
+# studies.config's spec modules (pydantic) are imported inside run_trial and build_trial, so
+# the training loop (TrainStep, train_epoch) imports with torch alone: bench/gpu.sh runs it on
+# a GPU machine without pydantic (tests/test_gpu_bench_imports.py holds this).
 
 
 class Session(Protocol):
@@ -62,6 +64,8 @@ class CompileUnavailable(RuntimeError):
 def run_trial(config: dict[str, Any], session: Session, device: torch.device | str = "cpu") -> None:
     """Train one trial config (trial sections + ``seed``, maybe an explicit ``arm``) to the end
     or to divergence."""
+    from studies.config.space import resolve_arm
+
     config = resolve_arm(config)
     trial = build_trial(config, device)
     cfg, model, optimizer, scheduler = trial.cfg, trial.model, trial.optimizer, trial.scheduler
@@ -148,6 +152,8 @@ def build_trial(config: dict[str, Any], device: torch.device | str = "cpu") -> T
     moved to the device and to channels_last *before* the optimizer and ENorm
     take its parameters (they keep the same Parameter objects either way).
     """
+    from studies.config.spec import TRIAL_SECTIONS, TrialConfig
+
     device = torch.device(device)
     cfg = TrialConfig.model_validate({k: config[k] for k in TRIAL_SECTIONS if k in config})
     cfg = cfg.model_dump(mode="json")
