@@ -56,7 +56,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from studies.build.data import Splits, make_batches
+from studies.build.batches import make_batches
+from studies.build.data import Splits
 from studies.build.trainable import TrainStep, compile_problem, train_epoch
 from studies.config.datasets import dataset_info
 

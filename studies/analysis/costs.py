@@ -44,13 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from studies.config.datasets import DATASETS, SVHN_EXTRA, dataset_info
-from studies.config.space import (
-    arms,
-    confirm_baseline,
-    expected_trials,
-    is_finite,
-    resolved_config,
-)
+from studies.config.space import arms, confirm_baseline, expected_trials, is_finite, resolved_config
 from studies.config.spec import StudySpec
 
 CIFAR_TRAIN, CIFAR_EVAL = 45_000, 15_000

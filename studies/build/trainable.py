@@ -31,7 +31,8 @@ from torch import nn
 from normlib.alig import AliG
 from normlib.enorm import ENorm
 from normlib.seeding import make_complex, make_deterministic
-from studies.build.data import Batches, load_splits, make_batches
+from studies.build.batches import Batches, make_batches
+from studies.build.data import load_splits
 from studies.build.recipes import (
     build_enorm,
     build_method,
@@ -152,7 +153,7 @@ def build_trial(config: dict[str, Any], device: torch.device | str = "cpu") -> T
     moved to the device and to channels_last *before* the optimizer and ENorm
     take its parameters (they keep the same Parameter objects either way).
     """
-    from studies.config.spec import TRIAL_SECTIONS, TrialConfig
+    from studies.config.trial import TRIAL_SECTIONS, TrialConfig
 
     device = torch.device(device)
     cfg = TrialConfig.model_validate({k: config[k] for k in TRIAL_SECTIONS if k in config})

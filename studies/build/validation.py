@@ -36,13 +36,7 @@ from studies.build.recipes import build_enorm, build_model, model_parameters
 from studies.build.user_data import ContractError, load_user_data
 from studies.config.datasets import DATASETS, dataset_info
 from studies.config.load import parse_config, read_spec
-from studies.config.space import (
-    arms,
-    explicit_arms,
-    flatten_assignment,
-    is_finite,
-    resolved_config,
-)
+from studies.config.space import arms, explicit_arms, flatten_assignment, is_finite, resolved_config
 from studies.config.spec import OPTIMIZERS, SpecError, StudySpec
 
 

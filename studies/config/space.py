@@ -31,10 +31,10 @@ from studies.config.spec import (
     RandIntDomain,
     StudySpec,
     SweepDomain,
-    TrialConfig,
     UniformDomain,
     format_pydantic_errors,
 )
+from studies.config.trial import TrialConfig
 
 FINITE = (GridDomain, ChoiceDomain)
 CONFIRM_BASE = "confirm.baseline"

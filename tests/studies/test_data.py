@@ -7,15 +7,12 @@ import pytest
 import torch
 from scipy import stats
 
+from studies.build.batches import DeviceBatches, LoaderBatches, normalize, random_crop_flip
 from studies.build.data import (
     DatasetMissing,
-    DeviceBatches,
-    LoaderBatches,
     Splits,
     check_available,
     load_splits,
-    normalize,
-    random_crop_flip,
     write_cifar10_files,
     write_svhn_files,
 )
