@@ -21,7 +21,7 @@ from normlib.enorm import ENorm
 from normlib.models import MODELS
 from normlib.riemannian import SGDG, AdamG, grassmann_param_groups
 from studies.build.components import arguments, resolve_callable
-from studies.build.data import DatasetInfo
+from studies.config.datasets import DatasetInfo
 
 # Keyword arguments the service fills in from the dataset, if a model takes them.
 INJECTED = ("num_classes", "in_channels", "in_features", "image_size")
