@@ -163,21 +163,11 @@ def _load(args: argparse.Namespace):
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = _load(args)
     print(f"{spec.name}: valid, {trial_count(spec)}")
+    from studies.build.components import user_components
+
     for section, name, origin in user_components(spec):
         print(f"  {section} {name}: {origin}")
     return 0
-
-
-def user_components(spec) -> list[tuple[str, str, str]]:
-    """(section, name, origin) of the spec's components that are not built in."""
-    from studies.build.components import origin
-
-    found = []
-    for section in ("model", "dataset", "optimizer", "method"):
-        part = getattr(spec, section, None)
-        if part is not None and origin(section, part.name) != "built-in":
-            found.append((section, part.name, origin(section, part.name)))
-    return found
 
 
 def trial_count(spec) -> str:
@@ -285,22 +275,14 @@ def report(outcome) -> int:
     elif page:
         print(f"[normstudy] browse:  {page}")
     if outcome.counts.get("errored"):
+        from studies.store.results import error_summaries
+
         name = outcome.spec.name
         for line in error_summaries(outcome.folder):
             print(f"[normstudy] {line}")
         print(f"[normstudy] rerun errored trials: normstudy resume {name} --retry-errored")
         return 1
     return 0
-
-
-def error_summaries(folder: Path, limit: int = 10) -> list[str]:
-    """One line per errored trial: the exception's last line and where the traceback is."""
-    lines = []
-    for path in sorted(folder.glob("trial_*/error.txt"))[:limit]:
-        text = [t for t in path.read_text(errors="replace").splitlines() if t.strip()]
-        last = next((t.strip() for t in reversed(text) if not t.startswith(" ")), "unknown error")
-        lines.append(f"{path.parent.name} errored: {last[:200]} (traceback: {path})")
-    return lines
 
 
 def cmd_list(args: argparse.Namespace) -> int:

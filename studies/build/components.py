@@ -191,3 +191,13 @@ def list_components() -> list[tuple[str, str, str]]:
             rows.append((kind, name, f"entry point {group(kind)}: {point.value}, "
                          f"{_package(point)}{shadowed}"))  # fmt: skip
     return rows
+
+
+def user_components(spec) -> list[tuple[str, str, str]]:
+    """(section, name, origin) of the spec's components that are not built in."""
+    found = []
+    for section in ("model", "dataset", "optimizer", "method"):
+        part = getattr(spec, section, None)
+        if part is not None and origin(section, part.name) != "built-in":
+            found.append((section, part.name, origin(section, part.name)))
+    return found

@@ -129,3 +129,13 @@ def _statuses(folder: Path) -> dict[str, str]:
 def outcome_counts(folder: str | Path, epochs: int) -> dict[str, int]:
     """How many trials of a study are finished, diverged or incomplete."""
     return dict(Counter(record.outcome(epochs) for record in trial_records(folder)))
+
+
+def error_summaries(folder: Path, limit: int = 10) -> list[str]:
+    """One line per errored trial: the exception's last line and where the traceback is."""
+    lines = []
+    for path in sorted(folder.glob("trial_*/error.txt"))[:limit]:
+        text = [t for t in path.read_text(errors="replace").splitlines() if t.strip()]
+        last = next((t.strip() for t in reversed(text) if not t.startswith(" ")), "unknown error")
+        lines.append(f"{path.parent.name} errored: {last[:200]} (traceback: {path})")
+    return lines
