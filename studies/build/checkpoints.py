@@ -5,9 +5,18 @@ epoch) in a Ray Tune checkpoint directory, so it travels to shared storage
 the way Ray Tune moves checkpoints between nodes. Loading uses
 ``weights_only=True``: a checkpoint can never unpickle arbitrary objects.
 
+Each trial keeps its ``KEEP`` newest checkpoints: the trial deletes the older ones itself
+after each report (:func:`prune`), not Ray Tune (``CheckpointConfig(num_to_keep)``), because
+Ray Tune pays for its ``num_to_keep`` with a snapshot of the whole experiment state (every
+trial: O(N) bytes) whenever a trial has checkpointed that many times since the last one,
+which with short epochs is several times a second: a cost per trial that grows with the
+study. The experiment state Ray Tune saved last (every ``TUNE_GLOBAL_CHECKPOINT_S``) may
+then name a checkpoint already pruned; a restore takes the newest readable checkpoint of
+the trial, which is never older than the one named.
+
 Damage is survivable. A checkpoint that cannot be read (truncated, corrupted,
 or holding anything but tensors and plain data) is reported, and the trial
-restarts from the previous checkpoint Ray Tune kept (``num_to_keep``); only
+restarts from the previous checkpoint it kept; only
 if none is usable does the trial fail, with a message saying how to retrain
 it. Writing goes to a temporary name first, so a full disk leaves a clear
 error and the earlier checkpoints as they were.
@@ -34,6 +43,7 @@ REQUIRED = ("model", "optimizer", "scheduler", "data_rng", "torch_rng", "epoch",
 # trials whose directory contains TEXT).
 FAULT_ENV = "NORMSTUDY_FAULT_DISK_FULL_AT_EPOCH"
 _CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
+KEEP = 2  # checkpoints each trial keeps: the newest, and one to fall back on
 
 
 class CheckpointError(RuntimeError):
@@ -66,27 +76,53 @@ def _index(path: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def fallbacks(checkpoint) -> list:
-    """The checkpoint and the older ones Ray Tune kept beside it, newest first."""
+def _siblings(checkpoint) -> list[str]:
+    """The paths of the trial's checkpoint directories beside ``checkpoint``, newest first."""
     from pyarrow import fs
-    from ray import tune
 
-    found = [checkpoint]
-    latest = _index(checkpoint.path)
-    if latest is None:
-        return found
     parent = posixpath.dirname(checkpoint.path.rstrip("/"))
     try:
         infos = checkpoint.filesystem.get_file_info(fs.FileSelector(parent))
     except OSError:
-        return found
-    older = [
-        info.path for info in infos
-        if info.type == fs.FileType.Directory and _index(info.path) is not None
-        and _index(info.path) < latest
-    ]  # fmt: skip
-    older.sort(key=_index, reverse=True)
-    return found + [tune.Checkpoint(path, filesystem=checkpoint.filesystem) for path in older]
+        return []
+    paths = [info.path for info in infos
+             if info.type == fs.FileType.Directory and _index(info.path) is not None]  # fmt: skip
+    return sorted(paths, key=_index, reverse=True)
+
+
+def fallbacks(checkpoint) -> list:
+    """The checkpoints to try, newest first: any newer than ``checkpoint`` (the experiment
+    state Ray Tune saved last may name one the trial has pruned since), ``checkpoint``, then
+    the older ones the trial kept."""
+    from ray import tune
+
+    latest = _index(checkpoint.path)
+    if latest is None:
+        return [checkpoint]
+    siblings = _siblings(checkpoint)
+    newer = [tune.Checkpoint(p, filesystem=checkpoint.filesystem)
+             for p in siblings if _index(p) > latest]  # fmt: skip
+    older = [tune.Checkpoint(p, filesystem=checkpoint.filesystem)
+             for p in siblings if _index(p) < latest]  # fmt: skip
+    return [*newer, checkpoint, *older]
+
+
+def prune(checkpoint, keep: int = KEEP) -> None:
+    """Delete the trial's checkpoints older than its ``keep`` newest (``checkpoint``: the one
+    just reported). A failed delete only leaves a checkpoint behind."""
+    latest = _index(checkpoint.path)
+    if latest is None:
+        return
+    kept = 0
+    for path in _siblings(checkpoint):
+        if _index(path) > latest:
+            continue
+        kept += 1
+        if kept > keep:
+            try:
+                checkpoint.filesystem.delete_dir(path)
+            except OSError:
+                pass
 
 
 def restore_checkpoint(checkpoint) -> tuple[dict[str, Any], list[str]]:
@@ -189,3 +225,6 @@ class TuneSession:
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
             except OSError as err:  # copying into the results directory failed
                 raise CheckpointError(_write_error(epoch, err)) from None
+        reported = tune.get_checkpoint()  # where Ray Tune put it
+        if reported is not None:
+            prune(reported)

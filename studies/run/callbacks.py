@@ -25,7 +25,8 @@ class MLflowTrialCallback(Callback):
 
     def __init__(self, tracker: StudyTracker):
         self.tracker = tracker
-        self.backlog = Backlog(tracker)
+        self.backlog = Backlog(tracker, background=True)  # deliveries never block the driver
+        self.started = time.perf_counter()
 
     def __getstate__(self) -> dict:  # pickled into Ray Tune's experiment state
         return {"tracker": self.tracker}
@@ -34,6 +35,7 @@ class MLflowTrialCallback(Callback):
         self.__init__(state["tracker"])
 
     def setup(self, **info):
+        self.started = time.perf_counter()
         self.backlog.submit(self.tracker.start_study)
 
     def on_step_end(self, iteration, trials, **info):
@@ -75,7 +77,17 @@ class MLflowTrialCallback(Callback):
         status = "FINISHED" if finished else "FAILED" if errored else "KILLED"
         self.backlog.submit(self.tracker.end_study, status)
         seconds = retry_seconds()
-        if not self.backlog.drain(seconds):
+        queuing = self.backlog.submit_seconds  # the driver's time in the study's updates
+        drain_started = time.perf_counter()
+        drained = self.backlog.drain(seconds)
+        self.backlog.close()
+        waited = time.perf_counter() - drain_started  # for the updates still queued at the end
+        study = time.perf_counter() - self.started
+        say(f"MLflow tracking: {self.backlog.delivered} update(s) delivered in "
+            f"{self.backlog.seconds:.1f}s on a background thread; the driver spent "
+            f"{queuing:.2f}s on them during the study, {queuing / max(study, 1e-9):.2%} of "
+            f"its {study:.0f}s, and waited {waited:.1f}s for the last ones at its end")
+        if not drained:
             say(self.backlog.undelivered_warning(seconds))
             return
         folder = self.tracker.study_folder()

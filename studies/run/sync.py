@@ -55,12 +55,22 @@ def reconcile(tracker: StudyTracker, folder: Path, statuses: dict[str, str]) -> 
     """Create missing runs, log missing epochs and set statuses from the results."""
     report = SyncReport()
     tracker.start_study(running=False)
+    # One paged search reads every run's status, end time and latest epoch (N / 1,000
+    # queries); a run's metric history is read only when it lacks the trial's last epoch.
+    runs = tracker.trial_runs()
     for record in trial_records(folder):
         report.trials += 1
+        found = runs.get(record.trial_id)
         known = tracker.known_run(record.trial_id) is not None
         run_id = tracker.run_id(record.trial_id, record.config)
         report.runs_created += not known
-        logged = tracker.logged_epochs(run_id) if known else set()
+        if found is not None and found.info.run_id != run_id:
+            found = None
+        latest = int(found.data.metrics.get("epoch") or 0) if found is not None else -1
+        if known and latest >= record.last_epoch:
+            logged = set(record.rows)  # epochs are logged in order: it holds all of them
+        else:
+            logged = tracker.logged_epochs(run_id) if known else set()
         metrics = []
         for epoch, row in sorted(record.rows.items()):
             if epoch not in logged:
@@ -71,7 +81,7 @@ def reconcile(tracker: StudyTracker, folder: Path, statuses: dict[str, str]) -> 
         if record.rows:
             tracker.note_logged(record.trial_id, record.last_epoch)
         status = _status(record, statuses.get(record.trial_id), tracker.spec.train.epochs)
-        info = tracker.client.get_run(run_id).info
+        info = found.info if found is not None else tracker.client.get_run(run_id).info
         if info.status != status or (status != "RUNNING" and not info.end_time):
             last = record.rows.get(max(record.rows, default=-1), {})
             end = int(last["timestamp"]) * 1000 if "timestamp" in last else None

@@ -7,6 +7,11 @@ backlog is retried at most every ``RETRY_INTERVAL_S`` and delivered once the ser
 At the end of a study it is retried for ``NORMSTUDY_MLFLOW_RETRY_S`` seconds (default 120);
 what is still undelivered then is announced with a warning naming ``normstudy sync``, which
 re-uploads everything from the results directory.
+
+With ``background=True`` (the Ray Tune callback) a thread delivers the queue, so the
+driver's loop only appends to it: a slow or distant tracking server never holds up the
+processing of results. One delivery runs at a time (a lock), in order, so the tracker is
+never used by two threads at once; ``drain`` delivers what is left on the calling thread.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import collections
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,36 +45,93 @@ class Update:
 class Backlog:
     """An in-order queue of MLflow updates for one study's tracker."""
 
-    def __init__(self, tracker: StudyTracker):
+    def __init__(self, tracker: StudyTracker, background: bool = False):
         self.tracker = tracker
         self.queue: collections.deque[Update] = collections.deque()
         self.down_since: float | None = None  # monotonic time of the first failed delivery
         self.last_error = ""
         self._next_try = 0.0
+        self.seconds = 0.0  # wall time spent delivering (on whichever thread)
+        self.caller_seconds = 0.0  # of it, time the calling thread (the driver) waited
+        self.submit_seconds = 0.0  # time the driver spent in submit (queuing, or delivering)
+        self.delivered = 0
+        self.background = background
+        self._delivering = threading.Lock()  # one delivery at a time, in order
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     def submit(self, action: Callable[..., Any], *args: Any) -> None:
         """Queue ``action(*args)`` (the first argument, if any, is the trial id) and try to
-        deliver the queue."""
+        deliver the queue (in the background: wake the delivery thread)."""
+        started = time.perf_counter()
         trial_id = str(args[0]) if args else None
         self.queue.append(Update(partial(action, *args), trial_id))
         self.flush()
+        self.submit_seconds += time.perf_counter() - started
+
+    def _kick(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._closed = False
+            self._thread = threading.Thread(target=self._deliver_forever, daemon=True,
+                                            name="normstudy-mlflow-backlog")  # fmt: skip
+            self._thread.start()
+        with self._wake:
+            self._wake.notify()
+
+    def _deliver_forever(self) -> None:
+        while not self._closed:
+            with self._wake:
+                if not self.queue:
+                    self._wake.wait(1.0)
+                    continue
+            if not self._flush_locked(force=False):  # MLflow is down: wait for the next try
+                with self._wake:
+                    self._wake.wait(max(0.05, self._next_try - time.monotonic()))
+
+    def close(self) -> None:
+        """Stop the delivery thread (what is queued stays queued)."""
+        self._closed = True
+        with self._wake:
+            self._wake.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
 
     def flush(self, force: bool = False) -> bool:
         """Deliver the queue in order; True when it is empty. While MLflow is down, tries at
-        most every ``RETRY_INTERVAL_S`` unless ``force``."""
+        most every ``RETRY_INTERVAL_S`` unless ``force``. In the background, only ``force``
+        delivers on the calling thread; otherwise the delivery thread is woken."""
+        if self.background and not force:
+            if self.queue:
+                self._kick()
+            return not self.queue
+        started = time.perf_counter()
+        try:
+            return self._flush_locked(force)
+        finally:
+            self.caller_seconds += time.perf_counter() - started
+
+    def _flush_locked(self, force: bool) -> bool:
+        with self._delivering:
+            return self._flush(force)
+
+    def _flush(self, force: bool) -> bool:
         if not self.queue:
             return True
         if self.down_since is not None and not force and time.monotonic() < self._next_try:
             return False
-        delivered = 0
+        delivered, started = 0, time.perf_counter()
         while self.queue:
             try:
                 self.queue[0].deliver()
             except Exception as err:  # any failure: keep the update, retry later
-                self._failed(err)
+                self.seconds += time.perf_counter() - started
+                self._failed(err, self.queue[0].trial_id)
                 return False
             self.queue.popleft()
             delivered += 1
+            self.delivered += 1
+        self.seconds += time.perf_counter() - started
         if self.down_since is not None:
             seconds = time.monotonic() - self.down_since
             say(f"MLflow at {self.tracker.uri} is reachable again after {seconds:.0f}s; "
@@ -76,8 +139,10 @@ class Backlog:
             self.down_since = None
         return True
 
-    def _failed(self, err: Exception) -> None:
-        self.tracker.mark_stale()  # the write may have landed although its answer was lost
+    def _failed(self, err: Exception, trial_id: str | None = None) -> None:
+        # The write may have landed although its answer was lost: the tracker reads that
+        # trial's run again (one query; None: the study's, every run) before its next write.
+        self.tracker.mark_stale(trial_id)
         self.last_error = f"{type(err).__name__}: {first_line(err)}"
         self._next_try = time.monotonic() + RETRY_INTERVAL_S
         if self.down_since is None:

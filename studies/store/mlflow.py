@@ -20,6 +20,7 @@ produced it; credentials never reach MLflow (:mod:`studies.config.secrets`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -108,6 +109,11 @@ def study_runs_page(uri: str, experiment: str) -> str | None:
 
 def library_versions() -> dict[str, str]:
     """Versions of the libraries that decide a trial's numbers (tags on every run)."""
+    return dict(_library_versions())
+
+
+@functools.cache  # reading package metadata takes milliseconds; a study tags every trial run
+def _library_versions() -> dict[str, str]:
     versions = {}
     for name in VERSIONED:
         try:
@@ -145,7 +151,8 @@ class StudyTracker:
         self.parent_id: str | None = None
         self._runs: dict[str, str] = {}
         self._last_epoch: dict[str, int] = {}
-        self._stale = False  # a call failed: what the server holds must be read again
+        self._stale = False  # a study-wide call failed: read every trial run again
+        self._doubt: set[str] = set()  # a call for these trials failed: read their runs again
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into Ray Tune's experiment state
         return {"spec": self.spec, "uri": self.uri}
@@ -230,20 +237,46 @@ class StudyTracker:
     def _search(self, filter_string: str):
         return search_all(self.client, self.experiment_id, filter_string)
 
-    def _load_trial_runs(self) -> None:
-        """Map trial ids to existing runs and the last epoch each one logged."""
-        runs, last = {}, {}
-        for run in self._search(study_filter(self.spec.name, "trial")):
-            trial_id = run.data.tags[TRIAL_ID]
-            runs[trial_id] = run.info.run_id
-            epoch = run.data.metrics.get("epoch")
-            history = self.client.get_metric_history(run.info.run_id, "epoch") if epoch else []
-            last[trial_id] = int(max((m.value for m in history), default=0))
-        self._runs, self._last_epoch = runs, last
+    def trial_runs(self) -> dict[str, Any]:
+        """Trial id -> its run (``info``: status, end time; ``data``: latest metrics), read in
+        pages of 1,000 runs."""
+        return {run.data.tags[TRIAL_ID]: run
+                for run in self._search(study_filter(self.spec.name, "trial"))}  # fmt: skip
 
-    def mark_stale(self) -> None:
-        """A write failed: what the server holds must be read again before the next one."""
-        self._stale = True
+    def _load_trial_runs(self) -> None:
+        """Map trial ids to existing runs and the last epoch each one logged.
+
+        The last epoch is the run's latest ``epoch`` metric (step = value = epoch), which the
+        search returns: no per-run metric history, so a resume of N trials costs N / 1,000
+        queries, not N. Epochs are logged in order (the backlog delivers in order), so a run
+        holds every epoch up to its latest.
+        """
+        runs, last = {}, {}
+        for trial_id, run in self.trial_runs().items():
+            runs[trial_id] = run.info.run_id
+            last[trial_id] = int(run.data.metrics.get("epoch") or 0)
+        self._runs, self._last_epoch = runs, last
+        self._doubt.clear()
+
+    def _reload_trial(self, trial_id: str) -> None:
+        """Read one trial's run again (one query; a write for it may have landed although its
+        answer was lost)."""
+        query = f"{study_filter(self.spec.name, 'trial')} and tags.`{TRIAL_ID}` = '{trial_id}'"
+        found = self._search(query)
+        if found:
+            self._runs[trial_id] = found[0].info.run_id
+            self._last_epoch[trial_id] = int(found[0].data.metrics.get("epoch") or 0)
+        else:
+            self._runs.pop(trial_id, None)
+            self._last_epoch.pop(trial_id, None)
+
+    def mark_stale(self, trial_id: str | None = None) -> None:
+        """A write failed: what the server holds of that trial (None: of every trial) must be
+        read again before the next write for it."""
+        if trial_id is None:
+            self._stale = True
+        else:
+            self._doubt.add(trial_id)
 
     def known_run(self, trial_id: str) -> str | None:
         """The trial's run, if MLflow has one (as of the last lookup)."""
@@ -263,6 +296,9 @@ class StudyTracker:
         if self._stale:  # a write may have landed although its answer was lost
             self._load_trial_runs()
             self._stale = False
+        elif trial_id in self._doubt:
+            self._reload_trial(trial_id)
+            self._doubt.discard(trial_id)
         if trial_id in self._runs:
             return self._runs[trial_id]
         from mlflow.entities import Param

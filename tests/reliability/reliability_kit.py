@@ -232,11 +232,12 @@ def tree_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 class MlflowServer:
-    """A real `mlflow server` on 127.0.0.1 (SQLite store) that can be stopped and restarted
-    on the same port and store."""
+    """A real `mlflow server` on 127.0.0.1 (SQLite store, or ``backend``) that can be stopped
+    and restarted on the same port and store."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, backend: str | None = None):
         self.root = Path(root)
+        self.backend = backend or f"sqlite:///{self.root / 'server.db'}"
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -247,7 +248,7 @@ class MlflowServer:
 
         command = [
             MLFLOW, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
+            "--backend-store-uri", self.backend,
             "--default-artifact-root", (self.root / "artifacts").as_uri(),
         ]  # fmt: skip
         with open(self.log, "a") as log:
