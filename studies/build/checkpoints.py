@@ -12,7 +12,8 @@ trial: O(N) bytes) whenever a trial has checkpointed that many times since the l
 which with short epochs is several times a second: a cost per trial that grows with the
 study. The experiment state Ray Tune saved last (every ``TUNE_GLOBAL_CHECKPOINT_S``) may
 then name a checkpoint already pruned; a restore takes the newest readable checkpoint of
-the trial, which is never older than the one named.
+the trial named there or older (never a newer one, whose result the driver may not have
+recorded); when the trial pruned all of those, it starts over from epoch 1.
 
 Damage is survivable. A checkpoint that cannot be read (truncated, corrupted,
 or holding anything but tensors and plain data) is reported, and the trial
@@ -91,20 +92,27 @@ def _siblings(checkpoint) -> list[str]:
 
 
 def fallbacks(checkpoint) -> list:
-    """The checkpoints to try, newest first: any newer than ``checkpoint`` (the experiment
-    state Ray Tune saved last may name one the trial has pruned since), ``checkpoint``, then
-    the older ones the trial kept."""
+    """The checkpoints to try, newest first: ``checkpoint`` (the one the experiment state Ray
+    Tune saved last names), then the older ones the trial kept. Never a newer one: the driver
+    may have died before it recorded that epoch's result, which would then be lost."""
     from ray import tune
 
     latest = _index(checkpoint.path)
     if latest is None:
         return [checkpoint]
-    siblings = _siblings(checkpoint)
-    newer = [tune.Checkpoint(p, filesystem=checkpoint.filesystem)
-             for p in siblings if _index(p) > latest]  # fmt: skip
     older = [tune.Checkpoint(p, filesystem=checkpoint.filesystem)
-             for p in siblings if _index(p) < latest]  # fmt: skip
-    return [*newer, checkpoint, *older]
+             for p in _siblings(checkpoint) if _index(p) < latest]  # fmt: skip
+    return [checkpoint, *older]
+
+
+def _exists(checkpoint) -> bool:
+    from pyarrow import fs
+
+    try:
+        info = checkpoint.filesystem.get_file_info(checkpoint.path)
+    except OSError:
+        return False
+    return info.type != fs.FileType.NotFound
 
 
 def prune(checkpoint, keep: int = KEEP) -> None:
@@ -125,11 +133,17 @@ def prune(checkpoint, keep: int = KEEP) -> None:
                 pass
 
 
-def restore_checkpoint(checkpoint) -> tuple[dict[str, Any], list[str]]:
+def restore_checkpoint(checkpoint) -> tuple[dict[str, Any] | None, list[str]]:
     """The newest readable state among ``checkpoint`` and its predecessors, and a warning per
-    unreadable one. Raises :class:`CheckpointError` if none can be read."""
+    unreadable one. None (start over from epoch 1) when the trial pruned all of them after
+    the experiment state was saved; :class:`CheckpointError` if none that exists can be read."""
     problems: list[str] = []
-    for candidate in fallbacks(checkpoint):
+    candidates = [c for c in fallbacks(checkpoint) if _exists(c)]
+    if not candidates:
+        name = posixpath.basename(checkpoint.path.rstrip("/"))
+        return None, [f"its checkpoint {name} was pruned after Ray Tune last saved the "
+                      "study's state; the trial starts over from epoch 1"]
+    for candidate in candidates:
         try:
             with candidate.as_directory() as folder:
                 state = load_state(folder)
@@ -203,7 +217,7 @@ class TuneSession:
         if checkpoint is None:
             return None
         state, problems = restore_checkpoint(checkpoint)
-        self._notes = {"restored_from_epoch": int(state["epoch"])}
+        self._notes = {"restored_from_epoch": int(state["epoch"]) if state else 0}
         if problems:
             warning = "; ".join(problems)
             print(f"[normstudy] warning: {warning}", file=sys.stderr, flush=True)

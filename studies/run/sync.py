@@ -56,7 +56,9 @@ def reconcile(tracker: StudyTracker, folder: Path, statuses: dict[str, str]) -> 
     report = SyncReport()
     tracker.start_study(running=False)
     # One paged search reads every run's status, end time and latest epoch (N / 1,000
-    # queries); a run's metric history is read only when it lacks the trial's last epoch.
+    # queries); a run's metric history is read only when it lacks the trial's last epoch, or
+    # when the trial continued from a checkpoint: an epoch reported just before a driver died
+    # may never have reached MLflow, while the later epochs did.
     runs = tracker.trial_runs()
     for record in trial_records(folder):
         report.trials += 1
@@ -67,7 +69,7 @@ def reconcile(tracker: StudyTracker, folder: Path, statuses: dict[str, str]) -> 
         if found is not None and found.info.run_id != run_id:
             found = None
         latest = int(found.data.metrics.get("epoch") or 0) if found is not None else -1
-        if known and latest >= record.last_epoch:
+        if known and latest >= record.last_epoch and not record.restored:
             logged = set(record.rows)  # epochs are logged in order: it holds all of them
         else:
             logged = tracker.logged_epochs(run_id) if known else set()

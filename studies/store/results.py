@@ -50,6 +50,13 @@ class TrialRecord:
     def last_epoch(self) -> int:
         return max(self.rows, default=0)
 
+    @property
+    def restored(self) -> bool:
+        """Whether the trial continued from a checkpoint (Ray Tune counts its iterations
+        since the restore)."""
+        return any(row.get("iterations_since_restore", epoch) < epoch
+                   for epoch, row in self.rows.items())  # fmt: skip
+
     def outcome(self, epochs: int) -> str:
         diverged = any(_flag(row.get("diverged")) for row in self.rows.values())
         return trial_outcome(self.last_epoch, diverged, epochs)

@@ -1,12 +1,13 @@
 """Trials prune their own checkpoints (issue 19: Ray Tune's num_to_keep costs an O(N)
-experiment-state save per trial), and a restore named an already pruned checkpoint takes the
-newest the trial kept."""
+experiment-state save per trial). A restore takes the checkpoint the saved experiment state
+names or an older one, never a newer one (its result may never have reached the driver), and
+starts the trial over when all of those were pruned."""
 
 from __future__ import annotations
 
 from ray import tune
 
-from studies.build.checkpoints import fallbacks, prune
+from studies.build.checkpoints import fallbacks, prune, restore_checkpoint
 
 
 def make(trial, *indices):
@@ -34,8 +35,16 @@ def test_prune_never_deletes_newer_checkpoints(tmp_path):
         "checkpoint_000004", "checkpoint_000005", "checkpoint_000006"]  # fmt: skip
 
 
-def test_fallbacks_newer_first_then_named_then_older(tmp_path):
+def test_fallbacks_are_the_named_checkpoint_then_older_never_newer(tmp_path):
     make(tmp_path, 1, 3, 4)
-    named = tune.Checkpoint(str(tmp_path / "checkpoint_000002"))  # pruned since it was saved
-    assert names(fallbacks(named)) == [
-        "checkpoint_000004", "checkpoint_000003", "checkpoint_000002", "checkpoint_000001"]
+    named = tune.Checkpoint(str(tmp_path / "checkpoint_000003"))
+    assert names(fallbacks(named)) == ["checkpoint_000003", "checkpoint_000001"]
+
+
+def test_a_pruned_named_checkpoint_starts_the_trial_over(tmp_path):
+    make(tmp_path, 3, 4)  # the trial pruned 0..2 after the state naming checkpoint 2 was saved
+    named = tune.Checkpoint(str(tmp_path / "checkpoint_000002"))
+    state, problems = restore_checkpoint(named)
+    assert state is None
+    assert problems == ["its checkpoint checkpoint_000002 was pruned after Ray Tune last saved "
+                        "the study's state; the trial starts over from epoch 1"]
