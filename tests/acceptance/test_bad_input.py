@@ -72,6 +72,8 @@ def test_list_survives_a_result_line_cut_short_by_a_crash(shell):
             "optimizer": {"name": "sgd", "lr": 0.1}, "train": {"epochs": 2}}  # fmt: skip
     (folder / "study.yaml").write_text(yaml.safe_dump(spec))
     full = json.dumps({"epoch": 2, "val_acc": 0.5})
+    for trial in ("trial_a", "trial_b"):
+        (folder / trial / "params.json").write_text(json.dumps({"seed": 1}))
     (folder / "trial_a" / "result.json").write_text(full + "\n")
     (folder / "trial_b" / "result.json").write_text(full + "\n" + full[:9])  # disk full
     ran = shell.run("list")
