@@ -75,7 +75,8 @@ def test_list_survives_a_result_line_cut_short_by_a_crash(shell):
     for trial in ("trial_a", "trial_b"):
         (folder / trial / "params.json").write_text(json.dumps({"seed": 1}))
     (folder / "trial_a" / "result.json").write_text(full + "\n")
-    (folder / "trial_b" / "result.json").write_text(full + "\n" + full[:9])  # disk full
+    first = json.dumps({"epoch": 1, "val_acc": 0.4})
+    (folder / "trial_b" / "result.json").write_text(first + "\n" + full[:9])  # disk full
     ran = shell.run("list")
     assert ran.code == 0, ran.text
     line = next(line for line in ran.out.splitlines() if line.strip().startswith("cut "))
