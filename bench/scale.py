@@ -134,15 +134,18 @@ def per_hundred(times: list[float], started: float) -> list[float]:
     return [b - a for a, b in zip(marks, marks[1:], strict=False)]
 
 
-def eta_at_half(lines: list[tuple[float, str]], ended: float, trials: int) -> dict[str, Any]:
-    """The first progress ETA printed at or after half-way, against the time really left."""
-    for at, line in lines:
-        match = STATUS.search(line)
-        if match and int(match[1]) >= trials // 2 and match[5]:
-            eta, actual = float(match[5]), ended - at
-            return {"done": int(match[1]), "eta_s": eta, "left_s": actual,
-                    "eta_error": (eta - actual) / actual if actual > 0 else None}  # fmt: skip
-    return {}
+def eta_at_half(lines: list[tuple[float, str]], trials: int) -> dict[str, Any]:
+    """The first progress ETA printed at or after half-way, against the time that was really
+    left until the last trial ended (both from the progress lines' own elapsed times)."""
+    found = [STATUS.search(line) for _, line in lines]
+    found = [m for m in found if m]
+    half = next((m for m in found if int(m[1]) >= trials // 2 and m[5]), None)
+    last = found[-1] if found else None  # the last trial's end (or the one before it)
+    if half is None or last is None:
+        return {}
+    eta, left = float(half[5]), float(last[4]) - float(half[4])
+    return {"done": int(half[1]), "eta_s": eta, "left_s": left,
+            "eta_error": (eta - left) / left if left > 0 else None}  # fmt: skip
 
 
 def run_normstudy(work: Path, trials: int, tag: str = "") -> dict[str, Any]:
@@ -157,7 +160,7 @@ def run_normstudy(work: Path, trials: int, tag: str = "") -> dict[str, Any]:
     hundreds = per_hundred(times, cmd.started)
     row = {"N": trials, "normstudy_s": wall, "first_100_s": hundreds[0],
            "last_100_s": hundreds[-1], "per_100_s": hundreds,
-           "eta": eta_at_half(cmd.lines, cmd.started + wall, trials)}  # fmt: skip
+           "eta": eta_at_half(cmd.lines, trials)}  # fmt: skip
     if len(hundreds) > 2:  # the first hundred also holds Ray's start: compare the 2nd
         row["flat_ratio"] = hundreds[-1] / hundreds[1]
     started = time.time()
