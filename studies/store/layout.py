@@ -8,6 +8,7 @@ confirm stage in ``<storage>/<name>-confirm/``. The embedded MLflow store is
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -19,7 +20,9 @@ from studies.config.secrets import MASK
 from studies.config.spec import DEFAULT_STORAGE, SpecError, StudySpec
 
 SPEC_FILE = "study.yaml"
-FINGERPRINT_FILE = ".spec-fingerprint"  # of the spec the trials ran with (StudySpec.fingerprint)
+# sha256 of study.yaml as written: an edited study.yaml is refused on resume. (By the
+# file's bytes, not StudySpec.fingerprint(), which changes when a new normstudy adds fields.)
+FINGERPRINT_FILE = ".study-yaml-sha256"
 MLFLOW_DB = "mlflow.db"
 STORAGE_ENV = "NORMSTUDY_STORAGE"  # the results directory when neither --storage nor the spec say
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
@@ -62,7 +65,7 @@ def load_study_spec(folder: Path) -> StudySpec:
     data["storage"] = str(folder.parent)
     spec = parse_spec(data)
     recorded = folder / FINGERPRINT_FILE
-    if recorded.is_file() and recorded.read_text().strip() != spec.fingerprint():
+    if recorded.is_file() and recorded.read_text().strip() != _sha256(folder / SPEC_FILE):
         raise SpecError([(SPEC_FILE, f"{folder / SPEC_FILE} was changed after the study started; "
                           "its trials ran with the spec as it was. Restore the file, or run the "
                           "changed spec as a new study: `normstudy run FILE --set name=NEW`")])
@@ -70,9 +73,13 @@ def load_study_spec(folder: Path) -> StudySpec:
 
 
 def write_study_spec(spec: StudySpec, folder: Path) -> None:
-    """``study.yaml`` (credentials masked) and the spec's fingerprint, into a new study."""
+    """``study.yaml`` (credentials masked) and its checksum, into a new study."""
     (folder / SPEC_FILE).write_text(dump_spec(spec), encoding="utf-8")
-    (folder / FINGERPRINT_FILE).write_text(spec.fingerprint() + "\n")
+    (folder / FINGERPRINT_FILE).write_text(_sha256(folder / SPEC_FILE) + "\n")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _with_tracking_uri(data: dict[str, Any], folder: Path) -> dict[str, Any]:
