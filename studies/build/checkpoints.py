@@ -5,19 +5,9 @@ epoch) in a Ray Tune checkpoint directory, so it travels to shared storage
 the way Ray Tune moves checkpoints between nodes. Loading uses
 ``weights_only=True``: a checkpoint can never unpickle arbitrary objects.
 
-Each trial keeps its ``KEEP`` newest checkpoints: the trial deletes the older ones itself
-after each report (:func:`prune`), not Ray Tune (``CheckpointConfig(num_to_keep)``), because
-Ray Tune pays for its ``num_to_keep`` with a snapshot of the whole experiment state (every
-trial: O(N) bytes) whenever a trial has checkpointed that many times since the last one,
-which with short epochs is several times a second: a cost per trial that grows with the
-study. The experiment state Ray Tune saved last (every ``TUNE_GLOBAL_CHECKPOINT_S``) may
-then name a checkpoint already pruned; a restore takes the newest readable checkpoint of
-the trial named there or older (never a newer one, whose result the driver may not have
-recorded); when the trial pruned all of those, it starts over from epoch 1.
-
 Damage is survivable. A checkpoint that cannot be read (truncated, corrupted,
 or holding anything but tensors and plain data) is reported, and the trial
-restarts from the previous checkpoint it kept; only
+restarts from the previous checkpoint Ray Tune kept (``num_to_keep``); only
 if none is usable does the trial fail, with a message saying how to retrain
 it. Writing goes to a temporary name first, so a full disk leaves a clear
 error and the earlier checkpoints as they were.
@@ -44,7 +34,6 @@ REQUIRED = ("model", "optimizer", "scheduler", "data_rng", "torch_rng", "epoch",
 # trials whose directory contains TEXT).
 FAULT_ENV = "NORMSTUDY_FAULT_DISK_FULL_AT_EPOCH"
 _CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
-KEEP = 2  # checkpoints each trial keeps: the newest, and one to fall back on
 
 
 class CheckpointError(RuntimeError):
@@ -93,7 +82,7 @@ def _siblings(checkpoint) -> list[str]:
 
 def fallbacks(checkpoint) -> list:
     """The checkpoints to try, newest first: ``checkpoint`` (the one the experiment state Ray
-    Tune saved last names), then the older ones the trial kept. Never a newer one: the driver
+    Tune saved last names), then the older ones Ray Tune kept. Never a newer one: the driver
     may have died before it recorded that epoch's result, which would then be lost."""
     from ray import tune
 
@@ -105,45 +94,11 @@ def fallbacks(checkpoint) -> list:
     return [checkpoint, *older]
 
 
-def _exists(checkpoint) -> bool:
-    from pyarrow import fs
-
-    try:
-        info = checkpoint.filesystem.get_file_info(checkpoint.path)
-    except OSError:
-        return False
-    return info.type != fs.FileType.NotFound
-
-
-def prune(checkpoint, keep: int = KEEP) -> None:
-    """Delete the trial's checkpoints older than its ``keep`` newest (``checkpoint``: the one
-    just reported). A failed delete only leaves a checkpoint behind."""
-    latest = _index(checkpoint.path)
-    if latest is None:
-        return
-    kept = 0
-    for path in _siblings(checkpoint):
-        if _index(path) > latest:
-            continue
-        kept += 1
-        if kept > keep:
-            try:
-                checkpoint.filesystem.delete_dir(path)
-            except OSError:
-                pass
-
-
-def restore_checkpoint(checkpoint) -> tuple[dict[str, Any] | None, list[str]]:
+def restore_checkpoint(checkpoint) -> tuple[dict[str, Any], list[str]]:
     """The newest readable state among ``checkpoint`` and its predecessors, and a warning per
-    unreadable one. None (start over from epoch 1) when the trial pruned all of them after
-    the experiment state was saved; :class:`CheckpointError` if none that exists can be read."""
+    unreadable one. Raises :class:`CheckpointError` if none can be read."""
     problems: list[str] = []
-    candidates = [c for c in fallbacks(checkpoint) if _exists(c)]
-    if not candidates:
-        name = posixpath.basename(checkpoint.path.rstrip("/"))
-        return None, [f"its checkpoint {name} was pruned after Ray Tune last saved the "
-                      "study's state; the trial starts over from epoch 1"]
-    for candidate in candidates:
+    for candidate in fallbacks(checkpoint):
         try:
             with candidate.as_directory() as folder:
                 state = load_state(folder)
@@ -217,7 +172,7 @@ class TuneSession:
         if checkpoint is None:
             return None
         state, problems = restore_checkpoint(checkpoint)
-        self._notes = {"restored_from_epoch": int(state["epoch"]) if state else 0}
+        self._notes = {"restored_from_epoch": int(state["epoch"])}
         if problems:
             warning = "; ".join(problems)
             print(f"[normstudy] warning: {warning}", file=sys.stderr, flush=True)
@@ -239,6 +194,3 @@ class TuneSession:
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
             except OSError as err:  # copying into the results directory failed
                 raise CheckpointError(_write_error(epoch, err)) from None
-        reported = tune.get_checkpoint()  # where Ray Tune put it
-        if reported is not None:
-            prune(reported)

@@ -68,10 +68,10 @@ def make_tuner(spec: StudySpec, storage_path: Path, name: str, hooks: list):
             name=name,
             storage_path=str(storage_path),
             failure_config=tune.FailureConfig(max_failures=2),
-            # every checkpoint stays Ray Tune's; the trials prune their own (issue 19, see
-            # studies.build.checkpoints): num_to_keep forces an O(N) experiment-state
-            # snapshot whenever a trial has checkpointed that many times since the last one
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            # Ray Tune deletes all but each trial's 2 newest checkpoints, and saves the
+            # experiment state first, so the state never names a deleted checkpoint (a trial
+            # that pruned its own made Ray refuse to restore it after a driver kill).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             callbacks=hooks,
             verbose=0,
         ),

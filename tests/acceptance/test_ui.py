@@ -64,6 +64,8 @@ def start_ui(user, port: int):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_ui_serves_the_study_on_loopback_only_and_a_signal_stops_all_of_it(quickstart, sig):
     user, _ = quickstart
+    if ("études" in str(user.cwd)) != (sig == signal.SIGINT):
+        pytest.skip("each signal once: SIGTERM in the path with a space, SIGINT in the other")
     port = free_port()
     proc, log, handle, base = start_ui(user, port)
     with handle:
