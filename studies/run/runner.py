@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from studies.config.space import arm_label, confirm_name, expected_trials, total_trials
+from studies.config.space import arm_label, confirm_name, expected_trials
 from studies.config.spec import SpecError, StudySpec
 from studies.run.fit import StudyOutcome, callbacks, fit, study_tuner
 from studies.run.sequential import resume_looks, run_looks
@@ -52,7 +52,7 @@ def run_study(spec: StudySpec, address: str | None = None, overwrite: bool = Fal
             update={"experiment": spec.experiment_name})})  # fmt: skip
         StudyTracker(stage, tracking_uri(spec)).forget_study()
         shutil.rmtree(folder)
-    prepare_env(sum(total_trials(spec)))
+    prepare_env()
     connect_ray(address, spec.code)
     outcome = _start(spec, folders[0])
     return _next_stage(outcome, address)
@@ -75,7 +75,7 @@ def resume_study(name_or_path: str, address: str | None = None, retry_errored: b
     the stages that have not started yet (the confirm stage of a two-stage study)."""
     folder = find_study(name_or_path, storage)
     spec = load_study_spec(folder)
-    prepare_env(sum(total_trials(spec)))
+    prepare_env()
     connect_ray(address, spec.code)
     outcome = _resume(spec, folder, retry_errored)
     return _next_stage(outcome, address, retry_errored)

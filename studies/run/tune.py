@@ -127,21 +127,17 @@ def trainable_with_resources(spec: StudySpec):
     return tune.with_resources(tune_trainable, resources)
 
 
-def prepare_env(trials: int) -> None:
-    """Ray Tune settings of the driver for a study of ``trials`` trials (each only a default:
-    the environment wins)."""
+def prepare_env() -> None:
+    """Ray Tune settings of the driver (each only a default: the environment wins)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Ray Tune's JSON logger writes result.json, the record studies.store.results reads.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # The experiment state (every trial, ~27 KB each: 27 MB at 1,000 trials) is saved every
-    # TUNE_GLOBAL_CHECKPOINT_S, and the trials' result files reach the results directory at
-    # those saves: what a killed driver loses, and how fresh `list`/`compare` of a running
-    # study are. One save per second per 100 trials, between 1 s and 10 s (Ray's "auto" is
-    # at least 10 s). Ray Tune also saves it before deleting checkpoints beyond
-    # CheckpointConfig(num_to_keep=2): at most once per two epochs of a trial, an O(N) cost
-    # per save that makes very large studies of very short trials slower (issue 19).
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(min(10, max(1, trials // 100))))
+    # The experiment state is saved on Ray Tune's own period (TUNE_GLOBAL_CHECKPOINT_S,
+    # "auto": at least 10 s) and before it deletes checkpoints beyond
+    # CheckpointConfig(num_to_keep=2), at most once per two epochs of a trial: an O(N) cost per
+    # save that keeps the state consistent with the checkpoints on disk, so a killed driver
+    # loses nothing; it makes very large studies of very short trials slower (issue 19).
     # Ray's warning about frequent saves is about exactly that trade-off: made here on purpose.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Left at Ray's defaults: TUNE_RESULT_BUFFER_LENGTH (1: every epoch reaches the callbacks

@@ -18,7 +18,6 @@ import pytest
 from reliability_kit import (
     EPOCHS,
     assert_tracked_once,
-    driver_env,
     epoch_metrics,
     result_rows,
     sqlite_uri,
@@ -30,10 +29,6 @@ from reliability_kit import (
 pytestmark = pytest.mark.integration
 
 TRIALS = 4
-# Ray Tune copies the result files into the results directory when it saves the experiment
-# state, by default every >= 10 s ("auto"); at every step here, so the kill lands at the
-# moment it is meant for, seen from the results directory.
-SAVE_EVERY = {"TUNE_GLOBAL_CHECKPOINT_S": "0"}
 
 
 def _finished(rows: dict[str, list[dict]]) -> set[str]:
@@ -55,7 +50,7 @@ def test_driver_sigkill_then_resume(moment, tmp_path, drivers, reference_study):
     storage = tmp_path / "results"
     spec_file = write_spec(tmp_path, tiny_spec("killme", max_concurrent=1))
     folder = storage / "killme"
-    driver = drivers(["run", str(spec_file), "--storage", str(storage)], driver_env(**SAVE_EVERY))
+    driver = drivers(["run", str(spec_file), "--storage", str(storage)])
     deadline = time.time() + 240
     while not _moment_reached(moment, folder, driver):
         assert driver.proc.poll() is None, f"the study ended before the kill:\n{driver.output}"
@@ -73,7 +68,7 @@ def test_driver_sigkill_then_resume(moment, tmp_path, drivers, reference_study):
     else:
         assert len(finished_before) == TRIALS and not report_written, "killed too late"
 
-    resumed = drivers(["resume", "killme", "--storage", str(storage)], driver_env(**SAVE_EVERY))
+    resumed = drivers(["resume", "killme", "--storage", str(storage)])
     code = resumed.wait(300)
     assert code == 0, resumed.output[-4000:]
     # The only traceback allowed is one Ray Tune logs and survives: a kill between deleting an

@@ -81,9 +81,6 @@ def test_server_back_mid_study_gets_the_backlog(server, tmp_path, ray_session, c
     from studies.run.runner import run_study
 
     monkeypatch.setenv("NORMSTUDY_MLFLOW_RETRY_S", "240")  # the server restarts in time
-    # result files reach the results folder at each experiment-state save: save every step,
-    # so the outage thread sees the epochs as they are reported
-    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0")
     spec = load_spec(write_spec(tmp_path, tiny_spec("outage1", max_concurrent=1)),
                      [f"storage={tmp_path / 'results'}", f"tracking.uri={server.uri}"])  # fmt: skip
     folder = tmp_path / "results" / "outage1"
