@@ -31,6 +31,7 @@ from studies.config.space import arm_label, arms, expected_trials, is_baseline, 
 from studies.config.spec import StudySpec
 from studies.run.callbacks import MLflowTrialCallback
 from studies.run.fit import StudyOutcome, fit, make_tuner
+from studies.run.guard import StudyFolderGuard
 from studies.run.progress import ProgressCallback
 from studies.run.tune import trainable_with_resources
 from studies.store.layout import tracking_uri
@@ -117,7 +118,8 @@ def _run_look(spec: StudySpec, stage: StudySpec, folder: Path, k: int,
             print(f"[normstudy] look {k} restarts: {dropped} MLflow run(s) of its lost trials "
                   "removed")  # fmt: skip
     tracker = StudyTracker(spec, tracking_uri(spec))  # the study's parent run and arm labels
-    hooks = [MLflowTrialCallback(tracker), ProgressCallback(expected_trials(stage))]
+    hooks = [MLflowTrialCallback(tracker), ProgressCallback(expected_trials(stage)),
+             StudyFolderGuard()]
     return fit(make_tuner(stage, folder, directory.name, hooks), stage, directory)
 
 
