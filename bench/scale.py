@@ -17,7 +17,8 @@ at half-way (as Ctrl-C would), resumes it and checks the accounting: no trial lo
 twice (a trial that had finished reports nothing after the stop, every trial reports every
 epoch), MLflow holds 1 parent + N children with every epoch once.
 
-    python bench/scale.py [--trials 100 1000 3000] [--resume 1000] [--skip-bare] [--out PATH]
+    python bench/scale.py [--trials 100 1000 3000] [--resume 1000] [--skip-bare]
+                          [--checkpoint-every-s S] [--out PATH]
 
 prints a table and writes bench/results/scale.json.
 """
@@ -47,6 +48,7 @@ from bench._common import RESULTS, print_table, write_json  # noqa: E402
 NORMSTUDY = str(Path(sys.executable).parent / "normstudy")
 SEEDS = [1, 2, 3, 4, 5]
 EPOCHS = 5
+TRAIN_EXTRA: dict[str, Any] = {}  # --checkpoint-every-s, for every study of the run
 STATUS = re.compile(r"(\d+)/(\d+) done, (\d+) running.*\[(\d+)s(?:, ETA (\d+)s)?\]")
 
 
@@ -61,7 +63,7 @@ def study_spec(name: str, trials: int) -> dict[str, Any]:
         "dataset": {"name": "digits", "val_fraction": 0.1},
         "model": {"name": "fully_connected", "n_layers": 2, "width": 16},
         "optimizer": {"name": "sgd", "lr": lrs[0], "momentum": 0.9},
-        "train": {"epochs": EPOCHS, "batch_size": 32, "steps_per_epoch": 2},
+        "train": {"epochs": EPOCHS, "batch_size": 32, "steps_per_epoch": 2, **TRAIN_EXTRA},
         "sweep": {"optimizer.lr": {"grid": lrs}},
         "seeds": seeds,
         "baseline": {"optimizer.lr": lrs[0]},
@@ -289,11 +291,16 @@ def main() -> None:
     parser.add_argument("--skip-bare", action="store_true")
     parser.add_argument("--work", type=Path, default=None, help="keep the studies here")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--checkpoint-every-s", type=float, default=None,
+                        help="train.checkpoint_every_s of the studies (default: the spec's); "
+                        "0 checkpoints every epoch, as normstudy did before issue 19")
     parser.add_argument("--bare-worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--storage", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_worker:
         return bare_worker(args.bare_worker, args.storage)
+    if args.checkpoint_every_s is not None:
+        TRAIN_EXTRA["checkpoint_every_s"] = args.checkpoint_every_s
     work = args.work or Path(tempfile.mkdtemp(prefix="normstudy-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"studies and logs in {work}", flush=True)
@@ -322,7 +329,7 @@ def main() -> None:
               f"parent + {resume['mlflow']['children']} children, ok={resume['mlflow']['ok']}")
     import torch
 
-    settings = {"epochs": EPOCHS, "steps_per_epoch": 2, "work": str(work)}
+    settings = {"epochs": EPOCHS, "steps_per_epoch": 2, "work": str(work), **TRAIN_EXTRA}
     write_json("scale", torch.device("cpu"), {"settings": settings, "resume": resume}, rows,
                args.out or RESULTS / "scale.json")  # fmt: skip
 

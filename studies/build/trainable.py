@@ -86,7 +86,8 @@ def run_trial(config: dict[str, Any], session: Session, device: torch.device | s
             trial.method.load_state_dict(state["method"])
         last_finite = state.get("last_finite")
 
-    epochs = cfg["train"]["epochs"]
+    epochs, every_s = cfg["train"]["epochs"], cfg["train"]["checkpoint_every_s"]
+    last_checkpoint = time.monotonic()
     for epoch in range(start_epoch, epochs + 1):
         if cfg["train"]["fail_at_epoch"] == epoch:
             raise InjectedFault(f"train.fail_at_epoch={epoch}: injected failure")
@@ -129,7 +130,12 @@ def run_trial(config: dict[str, Any], session: Session, device: torch.device | s
                 "method": method_state(trial.method),
             }
 
-        session.report(metrics, snapshot)
+        # A checkpoint costs a save, a copy into storage and, in Ray Tune, a snapshot of the
+        # whole experiment state every second one: short epochs checkpoint by time, not count.
+        due = epoch == epochs or time.monotonic() - last_checkpoint >= every_s
+        session.report(metrics, snapshot if due else None)
+        if due:
+            last_checkpoint = time.monotonic()
 
 
 @dataclass

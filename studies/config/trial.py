@@ -256,6 +256,10 @@ class TrainSpec(Strict):
     batch_size: int = Field(128, ge=1)
     eval_batch_size: int = Field(1024, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1, description="cap on batches per epoch")
+    checkpoint_every_s: float = Field(
+        10.0, ge=0, description="an epoch ends with a checkpoint once this many seconds have "
+        "passed since the trial's last one (0: every epoch); the last epoch always does",
+    )
     fail_at_epoch: int | None = Field(
         None, ge=1, description="testing aid: raise an error at this epoch (fault injection)"
     )

@@ -132,6 +132,7 @@ def tiny_study(name: str, storage: Path, epochs: int = 2) -> list[str]:
     return [
         "quickstart", "--storage", str(storage), "--set", f"name={name}",
         "--set", f"train.epochs={epochs}", "--set", "train.batch_size=16",
+        "--set", "train.checkpoint_every_s=0",
         "--set", "model.width=1024", "--set", "seeds=[1, 2]",
         "--set", "sweep={enorm.c: {grid: [0, 1.0]}}",
     ]  # fmt: skip

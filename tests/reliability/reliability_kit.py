@@ -37,7 +37,9 @@ def tiny_spec(study: str, **changes) -> dict:
         "model": {"name": "fully_connected", "n_layers": 3, "width": 16},
         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
         "enorm": {"c": 0},
-        "train": {"epochs": EPOCHS, "batch_size": 32, "steps_per_epoch": 6},
+        # every epoch checkpoints: these tests are about restoring from checkpoints
+        "train": {"epochs": EPOCHS, "batch_size": 32, "steps_per_epoch": 6,
+                  "checkpoint_every_s": 0},
         "sweep": {"enorm.c": {"grid": [0, 1.2]}},
         "seeds": [1, 2],
         "baseline": {"enorm.c": 0},

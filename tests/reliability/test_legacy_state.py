@@ -45,9 +45,14 @@ def old_code(folder: Path) -> Path:
 def test_a_study_interrupted_by_the_flat_layout_resumes_after_the_move(tmp_path):
     old = old_code(tmp_path / "old")
     storage = tmp_path / "results"
-    spec_file = write_spec(tmp_path, tiny_spec("legacy", max_concurrent=1))
+    spec = tiny_spec("legacy", max_concurrent=1)
+    del spec["train"]["checkpoint_every_s"]  # the old code predates the field
+    spec_file = write_spec(tmp_path, spec)
     driver = Driver(["run", str(spec_file), "--storage", str(storage)],
-                    env=driver_env(PYTHONPATH=str(old)))  # fmt: skip
+                    # result files reach storage at Ray Tune's state saves: often, to see
+                    # the first trial end (its trials, new code, checkpoint by time)
+                    env=driver_env(PYTHONPATH=str(old),
+                                   TUNE_GLOBAL_CHECKPOINT_S="0.5"))  # fmt: skip
     try:
         deadline = time.time() + 240
         while not any(rows and rows[-1]["epoch"] == EPOCHS

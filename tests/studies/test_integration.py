@@ -93,6 +93,8 @@ def test_sigkilled_driver_resumes_without_losing_or_duplicating(tmp_path, study_
         "--set",
         "train.epochs=4",
         "--set",
+        "train.checkpoint_every_s=0",
+        "--set",
         "seeds=[1, 2, 3]",
         "--set",
         "sweep.enorm.c={grid: [0, 1.2]}",

@@ -90,7 +90,7 @@ def test_enorm_balances_the_trained_network():
     ids=["device", "torch+augment"],
 )
 def test_resume_from_checkpoint_continues_bitwise(loader):
-    options = ["train.epochs=4", "enorm.c=1.2", *loader]
+    options = ["train.epochs=4", "enorm.c=1.2", "train.checkpoint_every_s=0", *loader]
     full = Recorder()
     run_trial(config(*options), full)
     killed = Recorder(stop_after=2)
@@ -104,6 +104,25 @@ def test_resume_from_checkpoint_continues_bitwise(loader):
         assert {k: v for k, v in a.items() if k not in strip} == {
             k: v for k, v in b.items() if k not in strip
         }
+
+
+@pytest.mark.parametrize("every_s, saved", [(0, [1, 2, 3, 4]), (3600, [4])])
+def test_epochs_checkpoint_by_time_and_the_last_always(every_s, saved):
+    recorder = Recorder()
+    run_trial(config("train.epochs=4", f"train.checkpoint_every_s={every_s}"), recorder)
+    pairs = zip(recorder.metrics, recorder.states, strict=True)
+    assert [m["epoch"] for m, s in pairs if s] == saved
+    assert [s["epoch"] for s in recorder.states if s] == saved
+
+
+def test_a_slow_epoch_checkpoints_once_its_time_is_up(monkeypatch):
+    import studies.build.trainable as trainable
+
+    clock = iter(range(0, 1000, 4))  # every call to the clock: 4 s later
+    monkeypatch.setattr(trainable.time, "monotonic", lambda: next(clock))
+    recorder = Recorder()
+    run_trial(config("train.epochs=3", "train.checkpoint_every_s=3"), recorder)
+    assert all(recorder.states)
 
 
 def test_same_seed_same_metrics_other_seed_differs():
