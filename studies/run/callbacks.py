@@ -14,7 +14,7 @@ from ray.tune import Callback
 
 from studies.run.sync import reconcile
 from studies.store.backlog import Backlog, first_line, retry_seconds, say
-from studies.store.mlflow import LOGGED_METRICS, StudyTracker
+from studies.store.mlflow import LOGGED_METRICS, StudyTracker, TrialWrite
 
 
 class MLflowTrialCallback(Callback):
@@ -42,16 +42,17 @@ class MLflowTrialCallback(Callback):
         self.backlog.flush()
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.backlog.submit(self.tracker.trial_run, trial.trial_id, trial.config)
+        self.backlog.submit_write(trial.trial_id, TrialWrite(trial.config, start=True))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         fields = {k: result[k] for k in ("epoch", *LOGGED_METRICS) if k in result}
         stamp = int(time.time() * 1000)  # fixed now, so a replay writes the same point
-        self.backlog.submit(self.tracker.log_epoch, trial.trial_id, trial.config, fields, stamp)
+        tags = {}
         if result.get("checkpoint_warning"):  # a damaged checkpoint was skipped
             say(f"trial {trial.trial_id}: {result['checkpoint_warning']}")
             tags = {"checkpoint_warning": str(result["checkpoint_warning"])[:5000]}
-            self.backlog.submit(self.tracker.tag_trial, trial.trial_id, trial.config, tags)
+        write = TrialWrite(trial.config, results=((fields, stamp),), tags=tags)
+        self.backlog.submit_write(trial.trial_id, write)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self.backlog.submit(self.tracker.mark_retry, trial.trial_id, trial.config,
@@ -63,13 +64,13 @@ class MLflowTrialCallback(Callback):
         epochs = self.tracker.spec.train.epochs
         if not result.get("diverged") and int(result.get("epoch", 0)) < epochs:
             tags["stopped_early"] = "true"  # ASHA
-        self.backlog.submit(self.tracker.finish_trial, trial.trial_id, trial.config, "FINISHED",
-                            tags)  # fmt: skip
+        write = TrialWrite(trial.config, tags=tags, status="FINISHED")
+        self.backlog.submit_write(trial.trial_id, write)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tags = {"error_file": str(getattr(trial, "error_file", "") or "")}
-        self.backlog.submit(self.tracker.finish_trial, trial.trial_id, trial.config, "FAILED",
-                            tags)  # fmt: skip
+        self.backlog.submit_write(trial.trial_id,
+                                  TrialWrite(trial.config, tags=tags, status="FAILED"))
 
     def on_experiment_end(self, trials, **info):
         finished = all(t.status == "TERMINATED" for t in trials)

@@ -1,9 +1,10 @@
 """Updates for MLflow that wait while the tracking server is away.
 
 The Ray Tune callback never writes to MLflow directly: it queues each update, a callable
-such as ``partial(tracker.log_epoch, trial_id, config, result, stamp)``, and the backlog
-delivers the queue in order. When the server does not answer, training goes on; the
-backlog is retried at most every ``RETRY_INTERVAL_S`` and delivered once the server is back.
+such as ``partial(tracker.end_study, status)`` or a trial's
+:class:`~studies.store.mlflow.TrialWrite`, and the backlog delivers the queue in order.
+When the server does not answer, training goes on; the backlog is retried at most every
+``RETRY_INTERVAL_S`` and delivered once the server is back.
 At the end of a study it is retried for ``NORMSTUDY_MLFLOW_RETRY_S`` seconds (default 120);
 what is still undelivered then is announced with a warning naming ``normstudy sync``, which
 re-uploads everything from the results directory.
@@ -12,11 +13,17 @@ With ``background=True`` (the Ray Tune callback) a thread delivers the queue, so
 driver's loop only appends to it: a slow or distant tracking server never holds up the
 processing of results. One delivery runs at a time (a lock), in order, so the tracker is
 never used by two threads at once; ``drain`` delivers what is left on the calling thread.
+
+A trial's writes (:class:`studies.store.mlflow.TrialWrite`: start, epochs, tags, end) that
+wait in the queue together are delivered merged, in as few MLflow calls as its limits allow:
+with an embedded SQLite store each call costs milliseconds of the driver's CPU, which a
+study of many short trials would otherwise spend several times per trial.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import sys
 import threading
@@ -27,11 +34,12 @@ from functools import partial
 from typing import Any
 
 from studies.config.secrets import redact
-from studies.store.mlflow import StudyTracker
+from studies.store.mlflow import StudyTracker, TrialWrite
 
 RETRY_ENV = "NORMSTUDY_MLFLOW_RETRY_S"  # how long the end of a study waits for MLflow
 DEFAULT_RETRY_S = 120.0
 RETRY_INTERVAL_S = 3.0  # while MLflow is down, how often the backlog is retried
+MERGE_WINDOW = 512  # how far behind the head the queue is searched for the same trial's writes
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,7 @@ class Update:
 
     deliver: Callable[[], Any]
     trial_id: str | None
+    write: TrialWrite | None = None  # a trial's write: merged with the ones behind it
 
 
 class Backlog:
@@ -57,6 +66,7 @@ class Backlog:
         self.delivered = 0
         self.background = background
         self._delivering = threading.Lock()  # one delivery at a time, in order
+        self._mutex = threading.Lock()  # the queue changes under it (appends, merged removals)
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -64,9 +74,19 @@ class Backlog:
     def submit(self, action: Callable[..., Any], *args: Any) -> None:
         """Queue ``action(*args)`` (the first argument, if any, is the trial id) and try to
         deliver the queue (in the background: wake the delivery thread)."""
-        started = time.perf_counter()
         trial_id = str(args[0]) if args else None
-        self.queue.append(Update(partial(action, *args), trial_id))
+        self._enqueue(Update(partial(action, *args), trial_id))
+
+    def submit_write(self, trial_id: str, write: TrialWrite) -> None:
+        """Queue a write into the trial's run (merged with its neighbours at delivery)."""
+        trial_id = str(trial_id)
+        deliver = partial(self.tracker.write_trial, trial_id, write)
+        self._enqueue(Update(deliver, trial_id, write))
+
+    def _enqueue(self, update: Update) -> None:
+        started = time.perf_counter()
+        with self._mutex:
+            self.queue.append(update)
         self.flush()
         self.submit_seconds += time.perf_counter() - started
 
@@ -122,15 +142,20 @@ class Backlog:
             return False
         delivered, started = 0, time.perf_counter()
         while self.queue:
+            head, merged = self._merged_head()
             try:
-                self.queue[0].deliver()
-            except Exception as err:  # any failure: keep the update, retry later
+                head.deliver()
+            except Exception as err:  # any failure: keep the update(s), retry later
                 self.seconds += time.perf_counter() - started
-                self._failed(err, self.queue[0].trial_id)
+                self._failed(err, head.trial_id)
                 return False
-            self.queue.popleft()
-            delivered += 1
-            self.delivered += 1
+            with self._mutex:
+                self.queue.popleft()
+                if merged:
+                    gone = {id(update) for update in merged}
+                    self.queue = collections.deque(u for u in self.queue if id(u) not in gone)
+            delivered += 1 + len(merged)
+            self.delivered += 1 + len(merged)
         self.seconds += time.perf_counter() - started
         if self.down_since is not None:
             seconds = time.monotonic() - self.down_since
@@ -138,6 +163,26 @@ class Backlog:
                 f"delivered {delivered} queued update(s)")  # fmt: skip
             self.down_since = None
         return True
+
+    def _merged_head(self) -> tuple[Update, list[Update]]:
+        """The head of the queue, with the same trial's writes behind it folded in (up to its
+        end, or to the first other update of that trial), and the updates folded in."""
+        with self._mutex:
+            head = self.queue[0]
+            if head.write is None:
+                return head, []
+            write, merged = head.write, []
+            for update in itertools.islice(self.queue, 1, MERGE_WINDOW):
+                if update.trial_id != head.trial_id:
+                    continue
+                if update.write is None or not write.merges(update.write):
+                    break
+                write = write.then(update.write)
+                merged.append(update)
+        if not merged:
+            return head, []
+        deliver = partial(self.tracker.write_trial, head.trial_id, write)
+        return Update(deliver, head.trial_id, write), merged
 
     def _failed(self, err: Exception, trial_id: str | None = None) -> None:
         # The write may have landed although its answer was lost: the tracker reads that

@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,61 @@ def metric_batch(result: dict[str, Any], stamp: int) -> list:
     ]
 
 
+def _params(trial_config: dict[str, Any]) -> list:
+    """A trial's MLflow params: its config flattened, credentials masked."""
+    from mlflow.entities import Param
+
+    return [Param(k, str(v)[:6000]) for k, v in mask_config(flatten(trial_config)).items()]
+
+
+# MLflow's limits on one log_batch call
+BATCH_METRICS, BATCH_PARAMS, BATCH_TAGS, BATCH_ENTRIES = 1000, 100, 100, 1000
+
+
+@dataclass(frozen=True)
+class TrialWrite:
+    """What to write into one trial's run: its start, reported epochs, tags, final status.
+
+    Consecutive writes of a trial merge (:meth:`then`) into one, delivered in as few MLflow
+    calls as its limits allow (:meth:`StudyTracker.write_trial`): a short trial whose start,
+    epochs and end are queued together costs a run, one ``log_batch`` and its status.
+    """
+
+    config: dict[str, Any]
+    start: bool = False  # the trial starts or restarts: its run is created or set RUNNING
+    results: tuple[tuple[dict[str, Any], int], ...] = ()  # (reported fields, time in ms)
+    tags: dict[str, str] = field(default_factory=dict)
+    status: str | None = None  # FINISHED / FAILED: the run ends
+
+    def merges(self, later: TrialWrite) -> bool:
+        """Whether ``later`` can be folded into this write: nothing follows an end, and a
+        restart is written on its own."""
+        return self.status is None and not later.start
+
+    def then(self, later: TrialWrite) -> TrialWrite:
+        return TrialWrite(self.config, self.start, self.results + later.results,
+                          {**self.tags, **later.tags}, later.status)  # fmt: skip
+
+
+def batches(epochs: list[tuple[int, list]], params: list, tags: list) -> list[tuple]:
+    """``log_batch`` calls within MLflow's limits: ``(last epoch or None, metrics, params,
+    tags)`` each, in order; an epoch's metrics (``(epoch, metrics)`` in ``epochs``) are never
+    split, so a call that landed holds every epoch up to its last."""
+    calls, metrics, last = [], [], None
+    params, tags = list(params), list(tags)
+    for epoch, group in epochs:
+        room = BATCH_ENTRIES - min(len(params), BATCH_PARAMS) - min(len(tags), BATCH_TAGS)
+        if metrics and len(metrics) + len(group) > min(BATCH_METRICS, room):
+            calls.append((last, metrics, params[:BATCH_PARAMS], tags[:BATCH_TAGS]))
+            params, tags, metrics = params[BATCH_PARAMS:], tags[BATCH_TAGS:], []
+        metrics, last = metrics + group, epoch
+    while metrics or params or tags:
+        calls.append((last if metrics else None, metrics, params[:BATCH_PARAMS],
+                      tags[:BATCH_TAGS]))  # fmt: skip
+        params, tags, metrics = params[BATCH_PARAMS:], tags[BATCH_TAGS:], []
+    return calls
+
+
 class StudyTracker:
     """Finds or creates the study's experiment, parent run and trial runs; every method
     writes to MLflow at once and raises if it fails."""
@@ -153,6 +209,7 @@ class StudyTracker:
         self._last_epoch: dict[str, int] = {}
         self._stale = False  # a study-wide call failed: read every trial run again
         self._doubt: set[str] = set()  # a call for these trials failed: read their runs again
+        self._params_due: dict[str, list] = {}  # runs created whose params are not yet in
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into Ray Tune's experiment state
         return {"spec": self.spec, "uri": self.uri}
@@ -292,19 +349,33 @@ class StudyTracker:
 
     def run_id(self, trial_id: str, config: dict[str, Any]) -> str:
         """The trial's run, created with params and tags the first time only."""
+        run_id, _ = self._run_of(trial_id, config)
+        params = self._params_due.get(trial_id)
+        if params:
+            for start in range(0, len(params), BATCH_PARAMS):
+                self.client.log_batch(run_id, params=params[start : start + BATCH_PARAMS])
+            del self._params_due[trial_id]
+        return run_id
+
+    def _run_of(self, trial_id: str, config: dict[str, Any]) -> tuple[str, bool]:
+        """The trial's run and whether it was created now (with its tags). Its params are then
+        due (``_params_due``) until a ``log_batch`` has carried them, and due again after a
+        failed write of the trial (its run may have been created, its params not; logging a
+        param again with the same value is allowed)."""
         self.start_study()
+        doubted = trial_id in self._doubt
         if self._stale:  # a write may have landed although its answer was lost
             self._load_trial_runs()
             self._stale = False
-        elif trial_id in self._doubt:
+        elif doubted:
             self._reload_trial(trial_id)
             self._doubt.discard(trial_id)
-        if trial_id in self._runs:
-            return self._runs[trial_id]
-        from mlflow.entities import Param
-
         config = resolve_arm(config)
         trial_config = {k: config[k] for k in (*TRIAL_SECTIONS, "seed") if k in config}
+        if trial_id in self._runs:
+            if doubted:
+                self._params_due.setdefault(trial_id, _params(trial_config))
+            return self._runs[trial_id], False
         label = arm_label(arm_of(trial_config, self.spec)) if has_arms(self.spec) else "default"
         run = self.client.create_run(
             self.experiment_id,
@@ -321,48 +392,53 @@ class StudyTracker:
                 **version_tags(),
             },
         )
-        flat = mask_config(flatten(trial_config))
-        params = [Param(k, str(v)[:6000]) for k, v in flat.items()]
-        for start in range(0, len(params), 100):
-            self.client.log_batch(run.info.run_id, params=params[start : start + 100])
+        self._params_due[trial_id] = _params(trial_config)
         self._runs[trial_id] = run.info.run_id
         self._last_epoch[trial_id] = 0
-        return run.info.run_id
+        return run.info.run_id, True
+
+    def write_trial(self, trial_id: str, write: TrialWrite) -> None:
+        """Deliver ``write``: the run (created, or set RUNNING on a restart), then the epochs
+        not yet logged, the tags and the params still due in as few ``log_batch`` calls as
+        MLflow's limits allow, then the final status."""
+        from mlflow.entities import RunTag
+
+        run_id, created = self._run_of(trial_id, write.config)
+        if write.start and not created:
+            self.set_status(run_id, "RUNNING")
+        last, epochs = self._last_epoch.get(trial_id, 0), []
+        for result, stamp in write.results:
+            epoch = int(result.get("epoch", 0))
+            if epoch > last:  # not delivered before a restart
+                epochs.append((epoch, metric_batch(result, stamp)))
+                last = epoch
+        tags = [RunTag(k, redact(str(v))) for k, v in write.tags.items()]
+        for epoch, metrics, params, tags_ in batches(epochs, self._params_due.get(trial_id, []),
+                                                     tags):  # fmt: skip
+            self.client.log_batch(run_id, metrics=metrics, params=params, tags=tags_)
+            if params:
+                self._params_due[trial_id] = self._params_due[trial_id][len(params):]
+            if epoch is not None:
+                self._last_epoch[trial_id] = epoch
+        self._params_due.pop(trial_id, None)
+        if write.status is not None:
+            self.set_status(run_id, write.status)
 
     def trial_run(self, trial_id: str, config: dict[str, Any]) -> str:
         """The trial's run, set RUNNING (the trial starts or restarts)."""
-        known = trial_id in self._runs
-        run_id = self.run_id(trial_id, config)
-        if known:
-            self.set_status(run_id, "RUNNING")
-        return run_id
+        self.write_trial(trial_id, TrialWrite(config, start=True))
+        return self._runs[trial_id]
 
     def log_epoch(self, trial_id: str, config: dict[str, Any], result: dict[str, Any],
                   stamp: int | None = None) -> None:  # fmt: skip
-        run_id = self.run_id(trial_id, config)
-        epoch = int(result.get("epoch", 0))
-        if epoch <= self._last_epoch.get(trial_id, 0):
-            return  # already delivered before a restart
         stamp = int(time.time() * 1000) if stamp is None else stamp
-        self.client.log_batch(run_id, metrics=metric_batch(result, stamp))
-        self._last_epoch[trial_id] = epoch
+        self.write_trial(trial_id, TrialWrite(config, results=((result, stamp),)))
 
     def mark_retry(self, trial_id: str, config: dict[str, Any], failures: int) -> None:
-        run_id = self.trial_run(trial_id, config)
-        self.client.set_tag(run_id, "retries", str(failures))
+        self.write_trial(trial_id, TrialWrite(config, start=True, tags={"retries": str(failures)}))
 
     def end_trial(self, trial_id: str, config: dict[str, Any], status: str, **tags: str) -> None:
-        self.finish_trial(trial_id, config, status, tags)
-
-    def finish_trial(self, trial_id: str, config: dict[str, Any], status: str,
-                     tags: dict[str, str]) -> None:  # fmt: skip
-        self.tag_trial(trial_id, config, tags)
-        self.set_status(self.run_id(trial_id, config), status)
-
-    def tag_trial(self, trial_id: str, config: dict[str, Any], tags: dict[str, str]) -> None:
-        run_id = self.run_id(trial_id, config)
-        for key, value in tags.items():
-            self.client.set_tag(run_id, key, redact(str(value)))
+        self.write_trial(trial_id, TrialWrite(config, tags=tags, status=status))
 
     def end_study(self, status: str) -> None:
         self.start_study()
