@@ -15,7 +15,8 @@ processing of results. One delivery runs at a time (a lock), in order, so the tr
 never used by two threads at once; ``drain`` delivers what is left on the calling thread.
 
 A trial's writes (:class:`studies.store.mlflow.TrialWrite`: start, epochs, tags, end) that
-wait in the queue together are delivered merged, in as few MLflow calls as its limits allow:
+wait in the queue together (the delivery thread lets them gather for ``LINGER_S``) are
+delivered merged, in as few MLflow calls as its limits allow:
 with an embedded SQLite store each call costs milliseconds of the driver's CPU, which a
 study of many short trials would otherwise spend several times per trial.
 """
@@ -39,6 +40,7 @@ from studies.store.mlflow import StudyTracker, TrialWrite
 RETRY_ENV = "NORMSTUDY_MLFLOW_RETRY_S"  # how long the end of a study waits for MLflow
 DEFAULT_RETRY_S = 120.0
 RETRY_INTERVAL_S = 3.0  # while MLflow is down, how often the backlog is retried
+LINGER_S = 0.5  # the delivery thread lets updates gather this long: whole trials merge
 MERGE_WINDOW = 512  # how far behind the head the queue is searched for the same trial's writes
 
 
@@ -105,6 +107,9 @@ class Backlog:
                 if not self.queue:
                     self._wake.wait(1.0)
                     continue
+                lingered = time.monotonic() + LINGER_S  # new updates do not cut it short,
+                while not self._closed and time.monotonic() < lingered:  # close() does
+                    self._wake.wait(lingered - time.monotonic())
             if not self._flush_locked(force=False):  # MLflow is down: wait for the next try
                 with self._wake:
                     self._wake.wait(max(0.05, self._next_try - time.monotonic()))
