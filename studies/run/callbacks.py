@@ -9,12 +9,14 @@ drained, and the runs are reconciled with the results directory
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from ray.tune import Callback
 
 from studies.run.sync import reconcile
 from studies.store.backlog import Backlog, first_line, retry_seconds, say
 from studies.store.mlflow import LOGGED_METRICS, StudyTracker, TrialWrite
+from studies.store.results import RESULT_FILE
 
 
 class MLflowTrialCallback(Callback):
@@ -101,3 +103,27 @@ class MLflowTrialCallback(Callback):
             say(f"warning: could not check the MLflow runs against the results "
                 f"({type(err).__name__}: {first_line(err)}); run `normstudy sync "
                 f"{self.tracker.spec.name}` to retry")  # fmt: skip
+
+
+class KeepResultRows(Callback):
+    """Keep the epochs a failed trial reported before Ray Tune restarts it.
+
+    On a restart from a checkpoint Ray Tune replaces the trial's ``result.json`` with the
+    copy in the results directory, which holds the rows up to the last experiment-state
+    save only: the epochs reported since then would vanish from the record. The driver's
+    current file is copied there first.
+    """
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        from pyarrow import fs
+
+        local = Path(trial.local_path) / RESULT_FILE
+        remote = f"{trial.storage.trial_fs_path}/{RESULT_FILE}"
+        if not local.is_file() or Path(remote).resolve() == local.resolve():
+            return
+        try:
+            fs.copy_files(str(local), remote,
+                          destination_filesystem=trial.storage.storage_filesystem)  # fmt: skip
+        except Exception as err:  # the rows stay in MLflow; the record may miss some
+            say(f"warning: could not save the result rows of trial {trial.trial_id} before "
+                f"its restart ({type(err).__name__}: {first_line(err)})")  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from studies.config.space import expected_trials
 from studies.config.spec import SpecError, StudySpec
-from studies.run.callbacks import MLflowTrialCallback
+from studies.run.callbacks import KeepResultRows, MLflowTrialCallback
 from studies.run.guard import StudyFolderGuard, was_deleted
 from studies.run.progress import ProgressCallback
 from studies.run.tune import (
@@ -28,9 +28,11 @@ from studies.store.results import trial_statuses
 
 
 def callbacks(spec: StudySpec, total: int) -> list:
-    """MLflow mirroring (the tracker of ``spec``: its parent run, its arm labels) and progress."""
+    """MLflow mirroring (the tracker of ``spec``: its parent run, its arm labels), progress, the
+    study-folder guard and the result rows of restarted trials."""
     tracker = StudyTracker(spec, tracking_uri(spec))
-    return [MLflowTrialCallback(tracker), ProgressCallback(total), StudyFolderGuard()]
+    return [MLflowTrialCallback(tracker), ProgressCallback(total), StudyFolderGuard(),
+            KeepResultRows()]
 
 
 @dataclass

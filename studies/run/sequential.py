@@ -29,7 +29,7 @@ from studies.analysis.sequential import SequentialResult, analyze
 from studies.analysis.trials import trials_from_results
 from studies.config.space import arm_label, arms, expected_trials, is_baseline, resolved_config
 from studies.config.spec import StudySpec
-from studies.run.callbacks import MLflowTrialCallback
+from studies.run.callbacks import KeepResultRows, MLflowTrialCallback
 from studies.run.fit import StudyOutcome, fit, make_tuner
 from studies.run.guard import StudyFolderGuard
 from studies.run.progress import ProgressCallback
@@ -119,7 +119,7 @@ def _run_look(spec: StudySpec, stage: StudySpec, folder: Path, k: int,
                   "removed")  # fmt: skip
     tracker = StudyTracker(spec, tracking_uri(spec))  # the study's parent run and arm labels
     hooks = [MLflowTrialCallback(tracker), ProgressCallback(expected_trials(stage)),
-             StudyFolderGuard()]
+             StudyFolderGuard(), KeepResultRows()]
     return fit(make_tuner(stage, folder, directory.name, hooks), stage, directory)
 
 

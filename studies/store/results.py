@@ -19,6 +19,7 @@ from typing import Any
 
 FINISHED, DIVERGED, INCOMPLETE = "finished", "diverged", "incomplete"
 LOOK_PREFIX = "look-"  # look k of a sequential study: <study>/look-<k>/
+RESULT_FILE = "result.json"  # Ray Tune's JSON logger writes it: one line per reported epoch
 
 
 def experiment_dirs(folder: str | Path) -> list[Path]:
@@ -98,7 +99,7 @@ def trial_records(folder: str | Path) -> list[TrialRecord]:
             continue  # written at the trial's start; a crash in that instant leaves no trial
         trial_id = trial_dir.name.removeprefix("trial_")
         rows: dict[int, dict[str, Any]] = {}
-        for row in read_rows(trial_dir / "result.json"):
+        for row in read_rows(trial_dir / RESULT_FILE):
             trial_id = str(row.get("trial_id", trial_id))
             if "epoch" in row:
                 rows[int(row["epoch"])] = row
