@@ -18,7 +18,7 @@ from studies.config.spec import SpecError, StudySpec
 from studies.run.fit import StudyOutcome, callbacks, fit, study_tuner
 from studies.run.sequential import resume_looks, run_looks
 from studies.run.stages import confirm_spec
-from studies.run.tune import connect_ray, prepare_env, trainable_with_resources
+from studies.run.tune import connect_ray, has_saved_state, prepare_env, trainable_with_resources
 from studies.store.layout import (
     FINGERPRINT_FILE,
     SPEC_FILE,
@@ -86,7 +86,7 @@ def _resume(spec: StudySpec, folder: Path, retry_errored: bool) -> StudyOutcome:
 
     if spec.sequential is not None:
         return resume_looks(spec, folder, retry_errored)
-    if not tune.Tuner.can_restore(str(folder)):
+    if not has_saved_state(folder):
         # Killed before Ray Tune saved any state: start over, dropping the half-made runs.
         StudyTracker(spec, tracking_uri(spec)).forget_study()
         for child in folder.iterdir():

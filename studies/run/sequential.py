@@ -33,7 +33,7 @@ from studies.run.callbacks import KeepResultRows, MLflowTrialCallback
 from studies.run.fit import StudyOutcome, fit, make_tuner
 from studies.run.guard import StudyFolderGuard
 from studies.run.progress import ProgressCallback
-from studies.run.tune import trainable_with_resources
+from studies.run.tune import has_saved_state, trainable_with_resources
 from studies.store.layout import tracking_uri
 from studies.store.looks import completed_looks, look_dir, read_state, write_state
 from studies.store.mlflow import TRIAL_ID, StudyTracker, search_all, study_filter
@@ -107,7 +107,7 @@ def _run_look(spec: StudySpec, stage: StudySpec, folder: Path, k: int,
     from ray import tune
 
     directory = look_dir(folder, k)
-    if directory.exists() and tune.Tuner.can_restore(str(directory)):
+    if has_saved_state(directory):
         tuner = tune.Tuner.restore(str(directory), trainable=trainable_with_resources(stage),
                                    resume_unfinished=True, resume_errored=retry_errored)
         return fit(tuner, stage, directory)

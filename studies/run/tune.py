@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 from studies.config.components import code_modules
@@ -144,3 +145,12 @@ def prepare_env() -> None:
     # at once; ASHA requires 1 anyway) and TUNE_MAX_PENDING_TRIALS_PG ("auto": at least 200
     # pending trials, for a cluster's autoscaler); a py-spy profile of a 1,000-trial study
     # puts queueing and scheduling trials under 1% of the driver.
+
+
+def has_saved_state(folder: Path) -> bool:
+    """Whether Ray Tune can resume the experiment in ``folder``: its Tuner *and* an experiment
+    state were saved (a driver killed between the two leaves only the Tuner)."""
+    from ray import tune
+
+    return (folder.is_dir() and tune.Tuner.can_restore(str(folder))
+            and any(folder.glob("experiment_state-*.json")))  # fmt: skip
