@@ -67,11 +67,12 @@ class _Layer:
 
     ``group`` is kh*kw for a conv, H*W for a linear after a conv -> flatten
     (channel-major, as ``torch.flatten`` lays it out) and 1 for a linear after
-    a linear. ``view`` splits only the trailing dims, so it is a view of the
-    parameter (and of its momentum buffer), contiguous or channels_last, and
-    the in-place updates reach them. ``weight`` is the parameter itself (not a
-    ``.data`` snapshot), so ``model.to(...)`` after construction and
-    optimizer-state lookups keep working.
+    a linear, whose weight is used as the (out, units) matrix it is. ``view``
+    splits only the trailing dims, so it is a view of the parameter (and of
+    its momentum buffer), contiguous or channels_last, and the in-place
+    updates reach them. ``weight`` is the parameter itself (not a ``.data``
+    snapshot), so ``model.to(...)`` after construction and optimizer-state
+    lookups keep working.
     """
 
     name: str
@@ -80,16 +81,25 @@ class _Layer:
     group: int
     bias: torch.Tensor | None = None  # balanced with the rows (balance_biases)
 
-    def view(self, t: torch.Tensor) -> torch.Tensor:
-        return t.view(t.shape[0], self.units, self.group)
+    @property
+    def matrix(self) -> bool:
+        """A linear after a linear: rows and columns of the weight are the units."""
+        return self.group == 1 and self.weight.dim() == 2
 
-    def columns(self, d: torch.Tensor | None) -> torch.Tensor | None:
+    def view(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.matrix else t.view(t.shape[0], self.units, self.group)
+
+    def rows(self, d: torch.Tensor) -> torch.Tensor:
+        """A factor per output unit, broadcast against ``view``."""
+        return d.view(-1, 1) if self.matrix else d.view(-1, 1, 1)
+
+    def columns(self, d: torch.Tensor) -> torch.Tensor:
         """A factor per input unit as a factor per column, broadcast against ``view``."""
-        if d is None:
-            return None
+        if self.matrix:
+            return d
         if self.group == 1:
-            return d.view(1, -1, 1)
-        return d.repeat_interleave(self.group).view(1, self.units, self.group)
+            return d.view(-1, 1)
+        return d.repeat_interleave(self.group).view(self.units, self.group)
 
     def squared_norms(self, p: float, rows: bool, cols: bool, scratch: _Scratch):
         """(l^2, r^2): the squared p-norms of the rows (out) and of the column blocks (units).
@@ -101,35 +111,46 @@ class _Layer:
         (far faster on CPU than ``vector_norm`` across the outer dim).
         Half-precision weights accumulate in float32.
         """
-        w = self.view(self.weight.detach())
+        w = self.view(self.weight)
         if w.dtype in (torch.float16, torch.bfloat16):
             w = w.float()
         if p != 2 or not cols:
             if rows and not cols and w.is_contiguous():  # one contiguous reduction per row
-                flat = w.view(w.shape[0], -1)
-                return torch.linalg.vector_norm(flat, ord=p, dim=1).square(), None
-            left = torch.linalg.vector_norm(w, ord=p, dim=(1, 2)).square() if rows else None
-            right = torch.linalg.vector_norm(w, ord=p, dim=(0, 2)).square() if cols else None
+                flat = w if self.matrix else w.view(w.shape[0], -1)
+                return torch.linalg.vector_norm(flat, ord=p, dim=1).square_(), None
+            dims = tuple(range(1, w.dim()))
+            left = torch.linalg.vector_norm(w, ord=p, dim=dims).square_() if rows else None
+            right = (torch.linalg.vector_norm(w, ord=p, dim=(0, *dims[1:])).square_().view(-1)
+                     if cols else None)  # fmt: skip
             return left, right
         squares = torch.mul(w, w, out=scratch.like(w))  # half the time of torch.square
+        if self.matrix:
+            return (squares.sum(1) if rows else None), squares.sum(0)
         right = squares.sum(0)
         right = right.sum(1) if self.group > 1 else right.view(-1)
         return (squares.sum((1, 2)) if rows else None), right
 
 
 class _Scratch:
-    """One flat buffer per (device, dtype), grown to the largest tensor asked for."""
+    """One flat buffer per (device, dtype), grown to the largest tensor asked for; the view
+    of each shape asked for is kept, so asking again costs no tensor operation."""
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._views: dict[tuple[torch.device, torch.dtype, torch.Size], torch.Tensor] = {}
 
     def like(self, t: torch.Tensor) -> torch.Tensor:
         """A contiguous tensor of t's shape, dtype and device (contents undefined)."""
-        key = (t.device, t.dtype)
-        buffer = self._buffers.get(key)
+        key = (t.device, t.dtype, t.shape)
+        view = self._views.get(key)
+        if view is not None:
+            return view
+        buffer = self._buffers.get(key[:2])
         if buffer is None or buffer.numel() < t.numel():
-            buffer = self._buffers[key] = t.new_empty(t.numel())
-        return buffer[: t.numel()].view(t.shape)
+            buffer = self._buffers[key[:2]] = t.new_empty(t.numel())
+            self._views = {k: v for k, v in self._views.items() if k[:2] != key[:2]}
+        view = self._views[key] = buffer[: t.numel()].view(t.shape)
+        return view
 
 
 def _factors(lefts: list[torch.Tensor], rights: list[torch.Tensor], c: float) -> torch.Tensor:
@@ -285,29 +306,28 @@ class ENorm:
         the row factor.
         """
         last = first + len(ds)
+        device = ds[0].device if ds else None
         for k in range(first, last + 1):
             layer = self._layers[k]
-            row, row_inverse = (ds[k - first], inverses[k - first]) if k < last else (None, None)
-            col, col_inverse = ((inverses[k - first - 1], ds[k - first - 1]) if k > first
-                                else (None, None))
-            _scale(layer.view(layer.weight), row, layer.columns(col))
+            rows = (ds[k - first], inverses[k - first]) if k < last else None
+            cols = (inverses[k - first - 1], ds[k - first - 1]) if k > first else None
+            if layer.weight.device != device:
+                rows = rows and tuple(d.to(layer.weight.device) for d in rows)
+                cols = cols and tuple(d.to(layer.weight.device) for d in cols)
             buffer = _momentum_buffer(self.optimizer, layer.weight)
-            if buffer is not None:
-                _scale(layer.view(buffer), row_inverse, layer.columns(col_inverse))
-            if layer.bias is not None and row is not None:
-                _scale(layer.bias, row, None, rows_shape=False)
+            for i, t in enumerate((layer.weight, buffer)):  # the buffer takes the inverses
+                if t is None:
+                    continue
+                t = layer.view(t)
+                if rows is not None:
+                    t.mul_(layer.rows(rows[i]))
+                if cols is not None:
+                    t.mul_(layer.columns(cols[i]))
+            if layer.bias is not None and rows is not None:
+                layer.bias.mul_(rows[0])
                 buffer = _momentum_buffer(self.optimizer, layer.bias)
                 if buffer is not None:
-                    _scale(buffer, row_inverse, None, rows_shape=False)
-
-
-def _scale(t: torch.Tensor, row: torch.Tensor | None, col: torch.Tensor | None,
-           rows_shape: bool = True) -> None:
-    """t *= row (one factor per row, broadcast over the rest if rows_shape); t *= col."""
-    if row is not None:
-        t.mul_(row.to(t.device).view(-1, 1, 1) if rows_shape else row.to(t.device))
-    if col is not None:
-        t.mul_(col.to(t.device))
+                    buffer.mul_(rows[1])
 
 
 def _make_layer(left_nw, right_nw) -> _Layer:
