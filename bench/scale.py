@@ -6,7 +6,9 @@ runs three ways, each in its own subprocess with its own local Ray:
 
 * ``normstudy run`` (MLflow in SQLite in the results directory, progress, everything);
 * bare Ray Tune: a ``Tuner`` over the same trainable (the same ``run_trial``), the same
-  param space and Tune settings, Ray's defaults and no callbacks;
+  param space and Tune settings, Ray's defaults and no callbacks; ``--bare-loggers json``
+  keeps only Ray's JSON logger, as normstudy does (default ``ray``: Ray's automatic JSON,
+  CSV and TensorBoard loggers);
 * ``normstudy compare`` on the normstudy study (results directory, report logged to MLflow).
 
 Printed per N: wall times, the time per 100 trials at the start and at the end of the run
@@ -18,7 +20,7 @@ twice (a trial that had finished reports nothing after the stop, every trial rep
 epoch), MLflow holds 1 parent + N children with every epoch once.
 
     python bench/scale.py [--trials 100 1000 3000] [--resume 1000] [--skip-bare]
-                          [--checkpoint-every-s S] [--out PATH]
+                          [--bare-loggers ray|json] [--checkpoint-every-s S] [--out PATH]
 
 prints a table and writes bench/results/scale.json.
 """
@@ -173,23 +175,27 @@ def run_normstudy(work: Path, trials: int, tag: str = "") -> dict[str, Any]:
     return row
 
 
-def run_bare(work: Path, trials: int) -> dict[str, Any]:
+def run_bare(work: Path, trials: int, loggers: str) -> dict[str, Any]:
     name = f"bare-{trials}"
     spec_file = work / f"{name}.yaml"
     spec_file.write_text(yaml.safe_dump(study_spec(name, trials), sort_keys=False))
     cmd = Command([sys.executable, __file__, "--bare-worker", str(spec_file),
-                   "--storage", str(work / "bare")], work / f"{name}.log")  # fmt: skip
+                   "--storage", str(work / "bare"), "--bare-loggers", loggers],
+                  work / f"{name}.log")  # fmt: skip
     wall = cmd.wait()
     hundreds = per_hundred(end_times(work / "bare" / name), cmd.started)
     return {"bare_s": wall, "bare_first_100_s": hundreds[0], "bare_last_100_s": hundreds[-1],
             "bare_per_100_s": hundreds}  # fmt: skip
 
 
-def bare_worker(spec_file: Path, storage: Path) -> None:
+def bare_worker(spec_file: Path, storage: Path, loggers: str) -> None:
     """The same trials under a plain Ray Tune ``Tuner``: no normstudy callbacks, no MLflow,
-    Ray's own defaults (keep every checkpoint, the old console output, quiet)."""
+    Ray's own defaults (keep every checkpoint, the old console output, quiet); with
+    ``loggers="json"`` only the JSON logger."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1" if loggers == "json" else "0"
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     from studies.build.validation import load_spec
     from studies.run.tune import connect_ray, param_space, reuse_actors, trainable_with_resources
@@ -203,7 +209,7 @@ def bare_worker(spec_file: Path, storage: Path) -> None:
                                     trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
                                     reuse_actors=reuse_actors()),  # fmt: skip
         run_config=tune.RunConfig(name=spec.name, storage_path=str(storage.resolve()),
-                                  verbose=0),  # fmt: skip
+                                  verbose=0, callbacks=[JsonLoggerCallback()]),  # fmt: skip
     )
     tuner.fit()
 
@@ -289,6 +295,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000, 3000])
     parser.add_argument("--resume", type=int, default=1000, help="0: skip the resume check")
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--bare-loggers", choices=("ray", "json"), default="ray",
+                        help="bare Ray Tune with Ray's automatic loggers (JSON, CSV, "
+                        "TensorBoard) or only the JSON logger, as normstudy runs")
     parser.add_argument("--work", type=Path, default=None, help="keep the studies here")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--checkpoint-every-s", type=float, default=None,
@@ -298,7 +307,7 @@ def main() -> None:
     parser.add_argument("--storage", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_worker:
-        return bare_worker(args.bare_worker, args.storage)
+        return bare_worker(args.bare_worker, args.storage, args.bare_loggers)
     if args.checkpoint_every_s is not None:
         TRAIN_EXTRA["checkpoint_every_s"] = args.checkpoint_every_s
     work = args.work or Path(tempfile.mkdtemp(prefix="normstudy-scale-"))
@@ -309,7 +318,7 @@ def main() -> None:
         row = run_normstudy(work, trials)
         print(json.dumps(row), flush=True)
         if not args.skip_bare:
-            row.update(run_bare(work, trials))
+            row.update(run_bare(work, trials, args.bare_loggers))
             row["overhead"] = row["normstudy_s"] / row["bare_s"]
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -329,7 +338,8 @@ def main() -> None:
               f"parent + {resume['mlflow']['children']} children, ok={resume['mlflow']['ok']}")
     import torch
 
-    settings = {"epochs": EPOCHS, "steps_per_epoch": 2, "work": str(work), **TRAIN_EXTRA}
+    settings = {"epochs": EPOCHS, "steps_per_epoch": 2, "work": str(work),
+                "bare_loggers": args.bare_loggers, **TRAIN_EXTRA}
     write_json("scale", torch.device("cpu"), {"settings": settings, "resume": resume}, rows,
                args.out or RESULTS / "scale.json")  # fmt: skip
 

@@ -90,14 +90,14 @@ def run_comparison(
         folder = find_study(str(study), storage)
     except SpecError as err:
         raise SpecError([("study", message) for _, message in err.problems]) from None
-    spec = load_study_spec(folder)
+    spec = load_study_spec(folder, check=False)  # it ran: what it left is read
     if spec.confirm is not None:  # a two-stage study is judged on its confirm stage
         confirm = folder.parent / confirm_name(spec)
         if not confirm.is_dir():
             raise SpecError([("study", f"{spec.name!r} is the search stage of a two-stage "
                               f"study and its confirm stage has not started; finish it with "
                               f"`normstudy resume {spec.name}`")])  # fmt: skip
-        folder, spec = confirm, load_study_spec(confirm)
+        folder, spec = confirm, load_study_spec(confirm, check=False)
     comparison = compare(load_trials(folder, spec, source), spec, metric, select, alpha)
     if spec.sequential is not None and comparison.metric == spec.metric.name and select == "final":
         # the looks' decisions, as the runner made them (looks recorded in sequential.json)

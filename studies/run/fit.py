@@ -17,6 +17,7 @@ from studies.run.guard import StudyFolderGuard, was_deleted
 from studies.run.progress import ProgressCallback
 from studies.run.tune import (
     param_space,
+    results_logger,
     reuse_actors,
     search_algorithm,
     trainable_with_resources,
@@ -28,11 +29,12 @@ from studies.store.results import trial_statuses
 
 
 def callbacks(spec: StudySpec, total: int) -> list:
-    """MLflow mirroring (the tracker of ``spec``: its parent run, its arm labels), progress, the
-    study-folder guard and the result rows of restarted trials."""
+    """The trials' result.json, MLflow mirroring (the tracker of ``spec``: its parent run, its
+    arm labels), progress of ``total`` trials, the study-folder guard and the result rows of
+    restarted trials."""
     tracker = StudyTracker(spec, tracking_uri(spec))
-    return [MLflowTrialCallback(tracker), ProgressCallback(total), StudyFolderGuard(),
-            KeepResultRows()]
+    return [results_logger(), MLflowTrialCallback(tracker), ProgressCallback(total),
+            StudyFolderGuard(), KeepResultRows()]
 
 
 @dataclass

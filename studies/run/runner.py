@@ -18,7 +18,7 @@ from studies.config.spec import SpecError, StudySpec
 from studies.run.fit import StudyOutcome, callbacks, fit, study_tuner
 from studies.run.sequential import resume_looks, run_looks
 from studies.run.stages import confirm_spec
-from studies.run.tune import connect_ray, has_saved_state, prepare_env, trainable_with_resources
+from studies.run.tune import connect_ray, has_saved_state, prepare_env, restore_tuner
 from studies.store.layout import (
     FINGERPRINT_FILE,
     SPEC_FILE,
@@ -82,8 +82,6 @@ def resume_study(name_or_path: str, address: str | None = None, retry_errored: b
 
 
 def _resume(spec: StudySpec, folder: Path, retry_errored: bool) -> StudyOutcome:
-    from ray import tune
-
     if spec.sequential is not None:
         return resume_looks(spec, folder, retry_errored)
     if not has_saved_state(folder):
@@ -93,13 +91,7 @@ def _resume(spec: StudySpec, folder: Path, retry_errored: bool) -> StudyOutcome:
             if child.name not in (SPEC_FILE, FINGERPRINT_FILE):
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         return _start(spec, folder)
-    tuner = tune.Tuner.restore(
-        str(folder),
-        trainable=trainable_with_resources(spec),
-        resume_unfinished=True,
-        resume_errored=retry_errored,
-    )
-    return fit(tuner, spec, folder)
+    return fit(restore_tuner(folder, spec, retry_errored), spec, folder)
 
 
 def _next_stage(outcome: StudyOutcome, address: str | None, retry_errored: bool = False):

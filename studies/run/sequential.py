@@ -29,11 +29,8 @@ from studies.analysis.sequential import SequentialResult, analyze
 from studies.analysis.trials import trials_from_results
 from studies.config.space import arm_label, arms, expected_trials, is_baseline, resolved_config
 from studies.config.spec import StudySpec
-from studies.run.callbacks import KeepResultRows, MLflowTrialCallback
-from studies.run.fit import StudyOutcome, fit, make_tuner
-from studies.run.guard import StudyFolderGuard
-from studies.run.progress import ProgressCallback
-from studies.run.tune import has_saved_state, trainable_with_resources
+from studies.run.fit import StudyOutcome, callbacks, fit, make_tuner
+from studies.run.tune import has_saved_state, restore_tuner
 from studies.store.layout import tracking_uri
 from studies.store.looks import completed_looks, look_dir, read_state, write_state
 from studies.store.mlflow import TRIAL_ID, StudyTracker, search_all, study_filter
@@ -104,22 +101,16 @@ def look_spec(spec: StudySpec, result: SequentialResult, k: int) -> StudySpec:
 
 def _run_look(spec: StudySpec, stage: StudySpec, folder: Path, k: int,
               retry_errored: bool) -> StudyOutcome:  # fmt: skip
-    from ray import tune
-
     directory = look_dir(folder, k)
     if has_saved_state(directory):
-        tuner = tune.Tuner.restore(str(directory), trainable=trainable_with_resources(stage),
-                                   resume_unfinished=True, resume_errored=retry_errored)
-        return fit(tuner, stage, directory)
+        return fit(restore_tuner(directory, stage, retry_errored), stage, directory)
     if directory.exists():  # killed before Ray Tune saved the look's state: start it over
         shutil.rmtree(directory)
         dropped = drop_orphan_runs(spec, folder)
         if dropped:
             print(f"[normstudy] look {k} restarts: {dropped} MLflow run(s) of its lost trials "
                   "removed")  # fmt: skip
-    tracker = StudyTracker(spec, tracking_uri(spec))  # the study's parent run and arm labels
-    hooks = [MLflowTrialCallback(tracker), ProgressCallback(expected_trials(stage)),
-             StudyFolderGuard(), KeepResultRows()]
+    hooks = callbacks(spec, expected_trials(stage))  # the study's parent run and arm labels
     return fit(make_tuner(stage, folder, directory.name, hooks), stage, directory)
 
 

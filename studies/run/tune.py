@@ -131,8 +131,10 @@ def trainable_with_resources(spec: StudySpec):
 def prepare_env() -> None:
     """Ray Tune settings of the driver (each only a default: the environment wins)."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Ray Tune's JSON logger writes result.json, the record studies.store.results reads.
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+    # Of Ray Tune's loggers only the JSON one runs (``results_logger``): it writes result.json,
+    # the record studies.store.results reads. The TensorBoard and CSV loggers duplicate what
+    # MLflow holds and cost the driver ~15 ms per trial (py-spy, issue 19); "0" brings them back.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # The experiment state is saved on Ray Tune's own period (TUNE_GLOBAL_CHECKPOINT_S,
     # "auto": at least 10 s) and before it deletes checkpoints beyond
@@ -145,6 +147,31 @@ def prepare_env() -> None:
     # at once; ASHA requires 1 anyway) and TUNE_MAX_PENDING_TRIALS_PG ("auto": at least 200
     # pending trials, for a cluster's autoscaler); a py-spy profile of a 1,000-trial study
     # puts queueing and scheduling trials under 1% of the driver.
+
+
+def results_logger():
+    """Ray Tune's JSON logger: the trials' ``result.json``."""
+    from ray.tune.logger import JsonLoggerCallback
+
+    return JsonLoggerCallback()
+
+
+def restore_tuner(folder: Path, spec: StudySpec, retry_errored: bool):
+    """The Tuner saved in ``folder``, set to resume its unfinished (and, with
+    ``retry_errored``, its errored) trials. A Tuner saved by a normstudy that left Ray's
+    automatic loggers on has no JSON logger of its own: it gets one."""
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    tuner = tune.Tuner.restore(str(folder), trainable=trainable_with_resources(spec),
+                               resume_unfinished=True, resume_errored=retry_errored)  # fmt: skip
+    internal = getattr(tuner, "_local_tuner", None)  # None with a Ray client (ray://)
+    if internal is not None:
+        run_config = internal.get_run_config()
+        hooks = list(run_config.callbacks or [])
+        if not any(isinstance(hook, JsonLoggerCallback) for hook in hooks):
+            run_config.callbacks = [*hooks, results_logger()]
+    return tuner
 
 
 def has_saved_state(folder: Path) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from studies.build.validation import parse_spec
-from studies.config.load import dump_spec, read_yaml
+from studies.config.load import dump_spec, parse_config, read_yaml
 from studies.config.secrets import MASK
 from studies.config.spec import DEFAULT_STORAGE, SpecError, StudySpec
 
@@ -56,14 +56,16 @@ def find_study(name_or_path: str, storage: str | None = None) -> Path:
                           f"{', '.join(str(c) for c in candidates)})")])  # fmt: skip
 
 
-def load_study_spec(folder: Path) -> StudySpec:
+def load_study_spec(folder: Path, check: bool = True) -> StudySpec:
     """The spec a study ran with, its storage set to where the study is now (a results
     directory may be moved). ``study.yaml`` holds no credentials: a tracking URI whose password
     was masked is taken from ``MLFLOW_TRACKING_URI`` again. A ``study.yaml`` edited after the
-    study started is refused: its trials ran with the spec as it was."""
+    study started is refused: its trials ran with the spec as it was. ``check=False`` (to read
+    what the trials left: compare) only parses it: no check against the registry, the data
+    and a model built on the meta device, which costs seconds (torch's compiler is loaded)."""
     data = _with_tracking_uri(read_yaml(folder / SPEC_FILE), folder)
     data["storage"] = str(folder.parent)
-    spec = parse_spec(data)
+    spec = parse_spec(data) if check else parse_config(data)
     recorded = folder / FINGERPRINT_FILE
     if recorded.is_file() and recorded.read_text().strip() != _sha256(folder / SPEC_FILE):
         raise SpecError([(SPEC_FILE, f"{folder / SPEC_FILE} was changed after the study started; "

@@ -70,3 +70,7 @@ def test_a_study_interrupted_by_the_flat_layout_resumes_after_the_move(tmp_path)
     resumed = run_cli(["resume", "legacy", "--storage", str(storage)])
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert_tracked_once(sqlite_uri(storage), "legacy", trials=4)
+    # its Tuner, pickled with Ray's automatic loggers on, got a JSON logger: the trials that
+    # ran after the resume wrote their result rows
+    last_epochs = [rows[-1]["epoch"] for rows in result_rows(storage / "legacy").values()]
+    assert last_epochs == [EPOCHS] * 4

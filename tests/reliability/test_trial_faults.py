@@ -36,8 +36,13 @@ def _load(tmp_path, spec: dict):
     return load_spec(write_spec(tmp_path, spec), [f"storage={tmp_path / 'results'}"])
 
 
-def test_worker_sigkill_mid_epoch_restarts_from_checkpoint(tmp_path, ray_session):
+def test_worker_sigkill_mid_epoch_restarts_from_checkpoint(tmp_path, ray_session, monkeypatch):
     from studies.run.runner import run_study
+
+    # The killer reads the result rows in the results directory, where Ray Tune copies them
+    # at each save of the experiment state: saved often, epoch 2 shows there before epoch 3
+    # ends (at Ray's own period a save may fall only after epoch 3, and nothing is killed).
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0.1")
 
     # One trial with epochs long enough (a whole pass over digits, a wider net) to be hit
     # inside one.

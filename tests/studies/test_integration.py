@@ -49,6 +49,11 @@ def test_grid_study_tracks_every_trial_and_survives_divergence(tmp_path, ray_loc
             assert 0.0 <= history[-1].value <= 1.0
     artifacts = [a.path for a in client.list_artifacts(parents[0].info.run_id)]
     assert "study.yaml" in artifacts
+    # Ray Tune's JSON logger only: result.json per trial, no TensorBoard or CSV files (issue 19)
+    trials = sorted(outcome.folder.glob("trial_*"))
+    assert len(trials) == 4 and all((t / "result.json").stat().st_size > 0 for t in trials)
+    assert not [p for t in trials for p in t.iterdir()
+                if p.name.startswith("events.out.tfevents") or p.name == "progress.csv"]
 
 
 def test_optuna_search_with_asha(tmp_path, ray_local, study_runs):
