@@ -74,6 +74,10 @@ def driver_env(**extra: str) -> dict[str, str]:
     process started on this machine), unbuffered output, small thread pools."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_ADDRESS": "local", "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    # set in this process by the in-process studies (studies.run.tune.prepare_env): a
+    # subprocess decides for itself, as from a user's shell (an older normstudy needs Ray's
+    # automatic loggers for its result.json)
+    env.pop("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", None)
     env.update(extra)
     return env
 
