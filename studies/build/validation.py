@@ -198,9 +198,13 @@ class _BuildBudget:
         self._handles: list = []
 
     def __enter__(self) -> _BuildBudget:
+        # torch's lazy imports, before the clock starts: the first init op on the meta device
+        # (a normal_, a kaiming_normal_ ...) imports torch._dynamo, seconds of CPU on a slow
+        # machine, which refused a 2-layer MLP as "too big" there
+        import torch._dynamo  # noqa: F401
         from torch.nn.modules import module as hooks
 
-        with torch.device("meta"):  # torch's lazy imports, before the clock starts
+        with torch.device("meta"):
             torch.nn.Linear(2, 2)
         self._deadline = time.process_time() + self.seconds
         self._handles = [
