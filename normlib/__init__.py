@@ -2,8 +2,9 @@
 
 Five published methods on current PyTorch, CPU and GPU: ENorm, Riemannian BN
 optimizers (SGD-G, Adam-G), BN-init, ALI-G, and normalization in Neural ODEs
-(``normlib.ode``). normlib depends on torch and torchvision only (and scipy for
-``normlib.stats``, imported on first use so that training processes skip it).
+(``normlib.ode``). normlib depends on torch and torchvision (and scipy for
+``normlib.stats``, imported on first use so that training processes skip it,
+and numba for ENorm's fused CPU kernels, imported on first use too).
 """
 
 import importlib

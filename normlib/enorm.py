@@ -54,7 +54,10 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+from normlib import enorm_kernels
 
 __all__ = ["ENorm"]
 
@@ -101,67 +104,230 @@ class _Layer:
             return d.view(-1, 1)
         return d.repeat_interleave(self.group).view(self.units, self.group)
 
-    def squared_norms(self, p: float, rows: bool, cols: bool, scratch: _Scratch):
-        """(l^2, r^2): the squared p-norms of the rows (out) and of the column blocks (units).
 
-        Each only if asked (else None). For p = 2 both come from one tensor of
-        squares (written into ``scratch``, reused from layer to layer and
-        cycle to cycle, so no fresh memory is touched): l^2 sums it over
-        (units, group), r^2 over (out, group), each a contiguous reduction
-        (far faster on CPU than ``vector_norm`` across the outer dim).
-        Half-precision weights accumulate in float32.
+@dataclass(slots=True)
+class _Slots:
+    """What one layer reads and writes in a ``_Workspace``.
+
+    ``left`` / ``right``: where l^2 of its rows (the units of pair k) and r^2 of
+    its column blocks (the units of pair k - 1) go; ``rows``: (d, 1/d) of pair
+    k, 1-D and shaped as ``_Layer.rows``; ``cols``: (1/d, d) of pair k - 1
+    (1-D, expanded by ``_Layer.columns``). None where the layer has no such side.
+    """
+
+    weight: torch.Tensor  # _Layer.view of the parameter
+    squares: torch.Tensor  # scratch of the weight view's shape, in the norms' dtype
+    left: torch.Tensor | None
+    right: torch.Tensor | None
+    rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None
+    cols: tuple[torch.Tensor, torch.Tensor] | None
+    home: bool  # on the workspace's device: factors need no copy
+    arrays: _Arrays | None = None  # for the fused CPU kernels, where they apply
+
+
+@dataclass(slots=True)
+class _Arrays:
+    """numpy views (shared memory) of a layer's weight and slots, for ``enorm_kernels``.
+
+    The weight is 2-D (out, units) when each unit owns one column, else 3-D
+    (out, units, group). A side the layer lacks (or a rescale leaves alone)
+    reads ones; the row sums of a layer without rows go to a spare buffer.
+    """
+
+    weight: np.ndarray
+    left: np.ndarray
+    right: np.ndarray | None
+    rows: tuple[np.ndarray, np.ndarray]  # (d, 1/d) of pair k, or ones
+    cols: tuple[np.ndarray, np.ndarray]  # (1/d, d) of pair k - 1, or ones
+    ones: tuple[np.ndarray, np.ndarray]  # (out,), (units,)
+
+    @classmethod
+    def of(cls, layer: _Layer, slots: _Slots) -> _Arrays | None:
+        """The views, or None where the kernels do not apply: they run on contiguous
+        float32 / float64 CPU weights in the workspace's dtype, with numba."""
+        view, dtype = slots.weight, slots.squares.dtype
+        if (view.device.type != "cpu" or view.dtype != dtype or not view.is_contiguous()
+                or dtype not in (torch.float32, torch.float64) or not enorm_kernels.available()):
+            return None
+        out, units = view.shape[0], layer.units
+        numpy_dtype = slots.squares.numpy().dtype
+        ones = (np.ones(out, numpy_dtype), np.ones(units, numpy_dtype))
+        return cls(
+            weight=view.detach().numpy().reshape(
+                (out, units) if layer.group == 1 else (out, units, layer.group)),
+            left=slots.left.numpy() if slots.left is not None else np.empty_like(ones[0]),
+            right=None if slots.right is None else slots.right.numpy(),
+            rows=(ones[0],) * 2 if slots.rows is None else tuple(f.numpy() for f in slots.rows[:2]),
+            cols=(ones[1],) * 2 if slots.cols is None else tuple(f.numpy() for f in slots.cols),
+            ones=ones,
+        )
+
+    def factors(self, rows: bool, cols: bool):
+        """(row, column) factors for the weight, then for its momentum buffer."""
+        row = self.rows if rows else (self.ones[0],) * 2
+        col = self.cols if cols else (self.ones[1],) * 2
+        return (row[0], col[0]), (row[1], col[1])
+
+
+class _Workspace:
+    """Buffers and views for the cycles of an ``ENorm``, laid out once for the weights'
+    current storage (``ENorm`` lays them out again when a weight moves: ``model.to``,
+    ``model.double()``, channels_last).
+
+    ``left``, ``right``, ``d`` and ``inverse`` hold l^2, r^2, d and 1/d of every
+    balanced unit, pair after pair (pair k at ``spans[k]``), on the first
+    weight's device, in float64 if any weight is float64 and else float32 (half
+    weights accumulate in float32). Every layer keeps views of its slices and
+    of one squares buffer shared by all layers, so a cycle allocates nothing
+    but a few unit-sized temporaries and makes no views, and a reduction writes
+    straight into its slice (no concatenation).
+
+    On CPU with one intra-op thread, contiguous float weights go through the
+    fused kernels of ``enorm_kernels``: one read per weight for both norms, one
+    read-and-write per weight (and per momentum buffer) for both scalings.
+    """
+
+    def __init__(self, layers: list[_Layer], pairs: int):
+        weights = [layer.weight for layer in layers]
+        self.key = _storage_key(weights)
+        self.dtype = torch.float64 if torch.float64 in {w.dtype for w in weights} else torch.float32
+        device = weights[0].device
+        units = [layers[k + 1].units for k in range(pairs)]
+        self.left, self.right, self.d, self.inverse = (
+            torch.empty(4, sum(units), dtype=self.dtype, device=device).unbind())
+        starts = [sum(units[:k]) for k in range(pairs)]
+        self.spans = [slice(s, s + n) for s, n in zip(starts, units, strict=True)]
+        largest: dict[torch.device, int] = {}
+        for w in weights[: pairs + 1]:
+            largest[w.device] = max(largest.get(w.device, 0), w.numel())
+        squares = {dev: torch.empty(n, dtype=self.dtype, device=dev) for dev, n in largest.items()}
+        self.slots = []
+        for k, layer in enumerate(layers[: pairs + 1]):
+            view = layer.view(layer.weight)
+            scratch = squares[view.device][: view.numel()].view(view.shape)
+            slots = _Slots(weight=view, squares=scratch, left=None, right=None, rows=None,
+                           cols=None, home=view.device == device)
+            if k < pairs:
+                span = self.spans[k]
+                slots.left = self.left[span]
+                d, inverse = self.d[span], self.inverse[span]
+                slots.rows = (d, inverse, layer.rows(d), layer.rows(inverse))
+            if k > 0:
+                span = self.spans[k - 1]
+                slots.right = self.right[span]
+                slots.cols = (self.inverse[span], self.d[span])
+            if slots.home:
+                slots.arrays = _Arrays.of(layer, slots)
+            self.slots.append(slots)
+
+    def norms(self, k: int, p: float, rows: bool, cols: bool) -> None:
+        """l^2 of layer k's rows and r^2 of its column blocks (each only if asked).
+
+        Fused kernel: one pass over the weight. Otherwise, for p = 2 both come
+        from one tensor of squares (written into the shared scratch, so no
+        fresh memory is touched): l^2 sums it over (units, group), r^2 over
+        (out, group), each a contiguous reduction (far faster on CPU than
+        ``vector_norm`` across the outer dim); a weight whose rows alone are
+        asked is reduced row by row with ``vector_norm``.
         """
-        w = self.view(self.weight)
-        if w.dtype in (torch.float16, torch.bfloat16):
-            w = w.float()
-        if p != 2 or not cols:
-            if rows and not cols and w.is_contiguous():  # one contiguous reduction per row
-                flat = w if self.matrix else w.view(w.shape[0], -1)
-                return torch.linalg.vector_norm(flat, ord=p, dim=1).square_(), None
-            dims = tuple(range(1, w.dim()))
-            left = torch.linalg.vector_norm(w, ord=p, dim=dims).square_() if rows else None
-            right = (torch.linalg.vector_norm(w, ord=p, dim=(0, *dims[1:])).square_().view(-1)
-                     if cols else None)  # fmt: skip
-            return left, right
-        squares = torch.mul(w, w, out=scratch.like(w))  # half the time of torch.square
-        if self.matrix:
-            return (squares.sum(1) if rows else None), squares.sum(0)
-        right = squares.sum(0)
-        right = right.sum(1) if self.group > 1 else right.view(-1)
-        return (squares.sum((1, 2)) if rows else None), right
+        slots = self.slots[k]
+        arrays = slots.arrays
+        if p == 2 and arrays is not None and torch.get_num_threads() == 1:
+            if cols:
+                enorm_kernels.sums_of_squares(arrays.weight, arrays.left, arrays.right)
+            elif rows:
+                enorm_kernels.sums_of_row_squares(arrays.weight, arrays.left)
+            return
+        w = slots.weight if slots.weight.dtype == self.dtype else slots.weight.to(self.dtype)
+        if p == 2 and cols:
+            squares = torch.mul(w, w, out=slots.squares)  # half the time of torch.square
+            if w.dim() == 2:
+                if rows:
+                    _sum_into(slots.left, squares, 1)
+                _sum_into(slots.right, squares, 0)
+                return
+            if rows:
+                _sum_into(slots.left, squares, (1, 2))
+            _sum_into(slots.right, squares.sum(0), 1)
+            return
+        if rows:
+            flat = w.flatten(1) if w.is_contiguous() else w  # one contiguous reduction per row
+            _squared_norm_into(slots.left, flat, p, tuple(range(1, flat.dim())))
+        if cols:
+            _squared_norm_into(slots.right, w, p, (0, 2) if w.dim() == 3 else 0)
+
+    def factors(self, span: slice, c: float) -> None:
+        """d = sqrt(r / (c l)) = (r^2 / l^2)^(1/4) / sqrt(c) and 1/d for the units in
+        ``span``, from the squared norms there; d = 1 where l = 0 or r = 0 (dead units)."""
+        left, right, d = self.left[span], self.right[span], self.d[span]
+        torch.div(right, left, out=d).sqrt_().sqrt_()  # two square roots: 20x faster than pow
+        if c != 1:
+            d.mul_(c**-0.5)
+        d.masked_fill_((left > 0).logical_and_(right > 0).logical_not_(), 1.0)
+        torch.reciprocal(d, out=self.inverse[span])
+
+    def rescale(self, k: int, layer: _Layer, optimizer, rows: bool, cols: bool) -> None:
+        """W_k <- diag(d_k) W_k diag(1/d_(k-1)) (the sides asked for), and its momentum
+        buffer with the inverse factors (weight * d -> buffer / d).
+
+        Fused kernel: one pass per tensor. Otherwise a multiplication by a
+        broadcast row factor, then one by a broadcast column factor (1/d
+        repeated over the unit's block of columns), back to back so the second
+        finds the weight in cache (one kernel each; ``torch._foreach_mul_``
+        would launch the same kernels, as the factors' shapes differ from the
+        weights'). A balanced bias takes the row factor.
+        """
+        slots = self.slots[k]
+        row = slots.rows if rows else None
+        col = slots.cols if cols else None
+        if not slots.home:
+            device = slots.weight.device
+            row = row and tuple(f.to(device) for f in row)
+            col = col and tuple(f.to(device) for f in col)
+        buffer = _momentum_buffer(optimizer, layer.weight)
+        buffer = None if buffer is None else layer.view(buffer)
+        arrays = slots.arrays
+        if arrays is not None and torch.get_num_threads() == 1:
+            for_weight, for_buffer = arrays.factors(rows, cols)
+            enorm_kernels.scale(arrays.weight, *for_weight)
+            if buffer is not None and buffer.dtype == self.dtype and buffer.is_contiguous():
+                enorm_kernels.scale(buffer.numpy().reshape(arrays.weight.shape), *for_buffer)
+                buffer = None
+        else:
+            if row is not None:
+                slots.weight.mul_(row[2])
+            if col is not None:
+                slots.weight.mul_(layer.columns(col[0]))
+        if buffer is not None:
+            if row is not None:
+                buffer.mul_(row[3])
+            if col is not None:
+                buffer.mul_(layer.columns(col[1]))
+        if layer.bias is not None and row is not None:
+            layer.bias.mul_(row[0])
+            buffer = _momentum_buffer(optimizer, layer.bias)
+            if buffer is not None:
+                buffer.mul_(row[1])
 
 
-class _Scratch:
-    """One flat buffer per (device, dtype), grown to the largest tensor asked for; the view
-    of each shape asked for is kept, so asking again costs no tensor operation."""
-
-    def __init__(self) -> None:
-        self._buffers: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-        self._views: dict[tuple[torch.device, torch.dtype, torch.Size], torch.Tensor] = {}
-
-    def like(self, t: torch.Tensor) -> torch.Tensor:
-        """A contiguous tensor of t's shape, dtype and device (contents undefined)."""
-        key = (t.device, t.dtype, t.shape)
-        view = self._views.get(key)
-        if view is not None:
-            return view
-        buffer = self._buffers.get(key[:2])
-        if buffer is None or buffer.numel() < t.numel():
-            buffer = self._buffers[key[:2]] = t.new_empty(t.numel())
-            self._views = {k: v for k, v in self._views.items() if k[:2] != key[:2]}
-        view = self._views[key] = buffer[: t.numel()].view(t.shape)
-        return view
+def _storage_key(weights: list[torch.Tensor]) -> tuple:
+    """Where and how the weights are stored now; a workspace is valid while it holds."""
+    return tuple((w.data_ptr(), w.dtype) for w in weights)
 
 
-def _factors(lefts: list[torch.Tensor], rights: list[torch.Tensor], c: float) -> torch.Tensor:
-    """d = sqrt(r / (c l)) = (r^2 / l^2)^(1/4) / sqrt(c) from the squared norms, for the
-    units of all pairs at once (on the first pair's device); 1 where l = 0 or r = 0
-    (dead units)."""
-    device = lefts[0].device
-    left = torch.cat([t.to(device) for t in lefts])
-    right = torch.cat([t.to(device) for t in rights])
-    alive = (left > 0) & (right > 0)
-    return torch.where(alive, (right / left).pow_(0.25).mul_(c**-0.5), torch.ones_like(left))
+def _sum_into(out: torch.Tensor, t: torch.Tensor, dims) -> None:
+    if out.device == t.device:
+        torch.sum(t, dims, out=out)
+    else:
+        out.copy_(t.sum(dims))
+
+
+def _squared_norm_into(out: torch.Tensor, t: torch.Tensor, p: float, dims) -> None:
+    if out.device == t.device:
+        torch.linalg.vector_norm(t, ord=p, dim=dims, out=out)
+    else:
+        out.copy_(torch.linalg.vector_norm(t, ord=p, dim=dims))
+    out.square_()
 
 
 def _momentum_buffer(optimizer: torch.optim.Optimizer | None, param: torch.Tensor):
@@ -252,7 +418,7 @@ class ENorm:
             for layer in self._layers[:-1]:
                 layer.bias = _bias_of(layer, by_name)
         self._pairs = len(weights) - 1 if balance_last else len(weights) - 2
-        self._scratch = _Scratch()
+        self._workspace: _Workspace | None = None
 
     @property
     def balanced_pairs(self) -> list[tuple[str, str]]:
@@ -263,71 +429,43 @@ class ENorm:
     @torch.no_grad()
     def factors(self) -> list[torch.Tensor]:
         """The d vectors one jacobi cycle would apply now (no side effect)."""
-        return self._jacobi_factors().split(self._units())
+        workspace = self._jacobi_factors()
+        return list(workspace.d.clone().split([s.stop - s.start for s in workspace.spans]))
 
     @torch.no_grad()
     def step(self) -> None:
         """Perform one ENorm cycle over the balanced hidden layers."""
+        layers, optimizer = self._layers, self.optimizer
         if self.sweep == "jacobi":
-            d = self._jacobi_factors()
-            self._rescale(0, d.split(self._units()), d.reciprocal().split(self._units()))
+            workspace = self._jacobi_factors()
+            for k in range(self._pairs + 1):
+                workspace.rescale(k, layers[k], optimizer, k < self._pairs, k > 0)
             return
+        workspace = self._current_workspace()
         for k in range(self._pairs):
-            left, _ = self._layers[k].squared_norms(self.p, True, False, self._scratch)
-            _, right = self._layers[k + 1].squared_norms(self.p, False, True, self._scratch)
-            d = _factors([left], [right], self.c)
-            self._rescale(k, [d], [d.reciprocal()])
+            workspace.norms(k, self.p, rows=True, cols=False)
+            workspace.norms(k + 1, self.p, rows=False, cols=True)
+            workspace.factors(workspace.spans[k], self.c)
+            workspace.rescale(k, layers[k], optimizer, rows=True, cols=False)
+            workspace.rescale(k + 1, layers[k + 1], optimizer, rows=False, cols=True)
 
-    def _units(self) -> list[int]:
-        return [self._layers[k + 1].units for k in range(self._pairs)]
+    def _current_workspace(self) -> _Workspace:
+        workspace = self._workspace
+        if workspace is None or workspace.key != _storage_key([x.weight for x in self._layers]):
+            workspace = self._workspace = _Workspace(self._layers, self._pairs)
+        return workspace
 
-    def _jacobi_factors(self) -> torch.Tensor:
-        """d of every balanced unit (pairs concatenated), all from one snapshot.
+    def _jacobi_factors(self) -> _Workspace:
+        """d of every balanced unit, all from one snapshot, in the workspace.
 
         Each weight is read once for its norms: W_k gives l of pair k (rows)
         and r of pair k - 1 (column blocks).
         """
-        lefts, rights = [], []
-        for k, layer in enumerate(self._layers[: self._pairs + 1]):
-            left, right = layer.squared_norms(self.p, k < self._pairs, k > 0, self._scratch)
-            lefts += [left] if left is not None else []
-            rights += [right] if right is not None else []
-        return _factors(lefts, rights, self.c)
-
-    def _rescale(self, first: int, ds: list[torch.Tensor], inverses: list[torch.Tensor]) -> None:
-        """W_k <- diag(d_k) W_k diag(1/d_{k-1}) for the pairs k = first, first + 1, ...
-
-        Weight by weight, a multiplication by a broadcast row factor and one
-        by a broadcast column factor (1/d repeated over the unit's block of
-        columns), back to back so the second finds the weight in cache (one
-        kernel each; ``torch._foreach_mul_`` would launch the same kernels, as
-        the factors' shapes differ from the weights'). The momentum buffer
-        gets the inverse factors (weight * d -> buffer / d), a balanced bias
-        the row factor.
-        """
-        last = first + len(ds)
-        device = ds[0].device if ds else None
-        for k in range(first, last + 1):
-            layer = self._layers[k]
-            rows = (ds[k - first], inverses[k - first]) if k < last else None
-            cols = (inverses[k - first - 1], ds[k - first - 1]) if k > first else None
-            if layer.weight.device != device:
-                rows = rows and tuple(d.to(layer.weight.device) for d in rows)
-                cols = cols and tuple(d.to(layer.weight.device) for d in cols)
-            buffer = _momentum_buffer(self.optimizer, layer.weight)
-            for i, t in enumerate((layer.weight, buffer)):  # the buffer takes the inverses
-                if t is None:
-                    continue
-                t = layer.view(t)
-                if rows is not None:
-                    t.mul_(layer.rows(rows[i]))
-                if cols is not None:
-                    t.mul_(layer.columns(cols[i]))
-            if layer.bias is not None and rows is not None:
-                layer.bias.mul_(rows[0])
-                buffer = _momentum_buffer(self.optimizer, layer.bias)
-                if buffer is not None:
-                    buffer.mul_(rows[1])
+        workspace = self._current_workspace()
+        for k in range(self._pairs + 1):
+            workspace.norms(k, self.p, k < self._pairs, k > 0)
+        workspace.factors(slice(None), self.c)
+        return workspace
 
 
 def _make_layer(left_nw, right_nw) -> _Layer:

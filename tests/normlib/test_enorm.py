@@ -2,6 +2,9 @@
 
 Expected values are computed here with plain torch ops from the formula
 d_i = sqrt(r_i / (c * l_i)), independently of normlib's implementation.
+Every test runs twice: with one intra-op thread, where CPU float weights go
+through the fused kernels (``normlib.enorm_kernels``), and with two, where
+ENorm uses PyTorch ops.
 """
 
 from __future__ import annotations
@@ -14,9 +17,21 @@ import pytest
 import torch
 from torch import nn
 
+from normlib import enorm_kernels
 from normlib.enorm import ENorm
 
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, params=["fused", "torch-ops"])
+def kernels(request):
+    """The CPU path under test: the fused kernels run when PyTorch has one thread."""
+    threads = torch.get_num_threads()
+    if request.param == "fused":
+        assert enorm_kernels.available(), "numba is a dependency of normlib"
+    torch.set_num_threads(1 if request.param == "fused" else 2)
+    yield request.param
+    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- helpers
@@ -511,6 +526,61 @@ def test_cuda_matches_cpu():
             enorm.step()
     for a, b in zip(weights_of(cpu), weights_of(gpu), strict=True):
         assert rel(b.detach().cpu(), a.detach()) < 1e-12
+
+
+@pytest.mark.parametrize("sweep", ["jacobi", "sequential"])
+@pytest.mark.parametrize("net", NETS)
+def test_fused_kernels_run_with_one_thread_and_match_torch_ops(net, sweep, kernels, monkeypatch):
+    """The same cycles, weights and momentum buffers with the kernels as with PyTorch ops."""
+    calls = []
+    for name in ("sums_of_squares", "sums_of_row_squares", "scale"):
+        kernel = getattr(enorm_kernels, name)
+        monkeypatch.setattr(enorm_kernels, name,
+                            lambda *a, _k=kernel, _n=name: calls.append(_n) or _k(*a))
+    models = {}
+    for path in ("fused", "torch-ops"):
+        torch.set_num_threads(2)  # the same gradients (their sums depend on the threads)
+        model = NETS[net](bias=True, dtype=torch.float32)
+        x, target = input_for(net, torch.float32), torch.tensor([0, 1, 2, 1, 0])
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        _sgd_step(model, opt, x, target)
+        torch.set_num_threads(1 if path == "fused" else 2)
+        enorm = ENorm(model.named_parameters(), opt, c=1.2, sweep=sweep, balance_biases=True)
+        for _ in range(3):
+            enorm.step()
+        models[path] = (model, opt)
+        if path == "fused":
+            assert {"sums_of_squares", "scale"} <= set(calls)
+            calls_fused = len(calls)
+    assert len(calls) == calls_fused  # none with two threads
+    (fused, fused_opt), (ops, ops_opt) = models["fused"], models["torch-ops"]
+    for a, b in zip(fused.parameters(), ops.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+        torch.testing.assert_close(fused_opt.state[a]["momentum_buffer"],
+                                   ops_opt.state[b]["momentum_buffer"], rtol=1e-6, atol=0)
+
+
+def test_without_numba_torch_ops_run_alone(kernels, monkeypatch):
+    monkeypatch.setattr(enorm_kernels, "available", lambda: False)
+    for name in ("sums_of_squares", "sums_of_row_squares", "scale"):
+        monkeypatch.setattr(enorm_kernels, name, None)  # a call would fail
+    model = conv_linear_net(dtype=torch.float32)
+    y0 = model(input_for("conv_linear", torch.float32)).detach()
+    enorm = ENorm(model.named_parameters(), c=1.0)
+    for _ in range(5):
+        enorm.step()
+    assert rel(model(input_for("conv_linear", torch.float32)).detach(), y0) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_weights_balance_with_float32_norms(dtype):
+    model = mlp(dtype=torch.float32)
+    ref = copy.deepcopy(model)
+    model.to(dtype)
+    ENorm(model.named_parameters(), c=1.0).step()
+    ENorm(ref.named_parameters(), c=1.0).step()
+    for got, want in zip(weights_of(model), weights_of(ref), strict=True):
+        assert rel(got.detach().float(), want.detach()) < 2e-2
 
 
 # ---------------------------------------------------------------- errors
