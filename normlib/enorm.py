@@ -129,20 +129,22 @@ class _Slots:
 class _Arrays:
     """numpy views (shared memory) of a layer's weight and slots, for ``enorm_kernels``.
 
-    The weight is 2-D (out, units) when each unit owns one column, else 3-D
-    (out, units, group). A side the layer lacks (or a rescale leaves alone)
-    reads ones; the row sums of a layer without rows go to a spare buffer.
+    The weight is seen as (out, units, group). A side the layer lacks (or a
+    rescale leaves alone) reads ones; the row sums of a layer without rows go
+    to a spare buffer; ``blocks`` (units * group) is the kernels' scratch.
     """
 
     weight: np.ndarray
+    blocks: np.ndarray
     left: np.ndarray
     right: np.ndarray | None
+    sent: np.ndarray | None  # r^2 of pair k (what its rows' units send), for balance_rows
     rows: tuple[np.ndarray, np.ndarray]  # (d, 1/d) of pair k, or ones
     cols: tuple[np.ndarray, np.ndarray]  # (1/d, d) of pair k - 1, or ones
     ones: tuple[np.ndarray, np.ndarray]  # (out,), (units,)
 
     @classmethod
-    def of(cls, layer: _Layer, slots: _Slots) -> _Arrays | None:
+    def of(cls, layer: _Layer, slots: _Slots, sent: torch.Tensor | None) -> _Arrays | None:
         """The views, or None where the kernels do not apply: they run on contiguous
         float32 / float64 CPU weights in the workspace's dtype, with numba."""
         view, dtype = slots.weight, slots.squares.dtype
@@ -151,12 +153,14 @@ class _Arrays:
             return None
         out, units = view.shape[0], layer.units
         numpy_dtype = slots.squares.numpy().dtype
+        sent = None if sent is None else sent.numpy()
         ones = (np.ones(out, numpy_dtype), np.ones(units, numpy_dtype))
         return cls(
-            weight=view.detach().numpy().reshape(
-                (out, units) if layer.group == 1 else (out, units, layer.group)),
+            weight=view.detach().numpy().reshape(out, units, layer.group),
+            blocks=np.empty(units * layer.group, numpy_dtype),
             left=slots.left.numpy() if slots.left is not None else np.empty_like(ones[0]),
             right=None if slots.right is None else slots.right.numpy(),
+            sent=sent,
             rows=(ones[0],) * 2 if slots.rows is None else tuple(f.numpy() for f in slots.rows[:2]),
             cols=(ones[1],) * 2 if slots.cols is None else tuple(f.numpy() for f in slots.cols),
             ones=ones,
@@ -217,7 +221,8 @@ class _Workspace:
                 slots.right = self.right[span]
                 slots.cols = (self.inverse[span], self.d[span])
             if slots.home:
-                slots.arrays = _Arrays.of(layer, slots)
+                sent = self.right[self.spans[k]] if k < pairs else None
+                slots.arrays = _Arrays.of(layer, slots, sent)
             self.slots.append(slots)
 
     def norms(self, k: int, p: float, rows: bool, cols: bool) -> None:
@@ -231,10 +236,11 @@ class _Workspace:
         asked is reduced row by row with ``vector_norm``.
         """
         slots = self.slots[k]
-        arrays = slots.arrays
-        if p == 2 and arrays is not None and torch.get_num_threads() == 1:
+        arrays = self._fused(k)
+        if p == 2 and arrays is not None:
             if cols:
-                enorm_kernels.sums_of_squares(arrays.weight, arrays.left, arrays.right)
+                enorm_kernels.sums_of_squares(arrays.weight, arrays.left, arrays.right,
+                                              arrays.blocks)
             elif rows:
                 enorm_kernels.sums_of_row_squares(arrays.weight, arrays.left)
             return
@@ -256,6 +262,20 @@ class _Workspace:
         if cols:
             _squared_norm_into(slots.right, w, p, (0, 2) if w.dim() == 3 else 0)
 
+    def _fused(self, k: int) -> _Arrays | None:
+        """Layer k's arrays if the fused kernels run now (CPU, PyTorch on one thread)."""
+        return self.slots[k].arrays if torch.get_num_threads() == 1 else None
+
+    def balance_rows(self, k: int, p: float, c: float) -> bool:
+        """Fused: l^2 of layer k's rows, d and 1/d of pair k (its r^2 already in place)
+        and the rows scaled by d, in one pass over the weight; False (nothing done) where
+        the kernels do not apply."""
+        arrays = self._fused(k)
+        if p != 2 or arrays is None:
+            return False
+        enorm_kernels.balance_rows(arrays.weight, arrays.sent, c, arrays.left, *arrays.rows)
+        return True
+
     def factors(self, span: slice, c: float) -> None:
         """d = sqrt(r / (c l)) = (r^2 / l^2)^(1/4) / sqrt(c) and 1/d for the units in
         ``span``, from the squared norms there; d = 1 where l = 0 or r = 0 (dead units)."""
@@ -266,9 +286,11 @@ class _Workspace:
         d.masked_fill_((left > 0).logical_and_(right > 0).logical_not_(), 1.0)
         torch.reciprocal(d, out=self.inverse[span])
 
-    def rescale(self, k: int, layer: _Layer, optimizer, rows: bool, cols: bool) -> None:
-        """W_k <- diag(d_k) W_k diag(1/d_(k-1)) (the sides asked for), and its momentum
-        buffer with the inverse factors (weight * d -> buffer / d).
+    def rescale(self, k: int, layer: _Layer, optimizer, rows: bool, cols: bool,
+                weight: bool = True) -> None:
+        """W_k <- diag(d_k) W_k diag(1/d_(k-1)) (the sides asked for; the weight itself
+        only if ``weight``), and its momentum buffer with the inverse factors (weight * d
+        -> buffer / d).
 
         Fused kernel: one pass per tensor. Otherwise a multiplication by a
         broadcast row factor, then one by a broadcast column factor (1/d
@@ -286,14 +308,16 @@ class _Workspace:
             col = col and tuple(f.to(device) for f in col)
         buffer = _momentum_buffer(optimizer, layer.weight)
         buffer = None if buffer is None else layer.view(buffer)
-        arrays = slots.arrays
-        if arrays is not None and torch.get_num_threads() == 1:
+        arrays = self._fused(k)
+        if arrays is not None:
             for_weight, for_buffer = arrays.factors(rows, cols)
-            enorm_kernels.scale(arrays.weight, *for_weight)
+            if weight:
+                enorm_kernels.scale(arrays.weight, *for_weight, arrays.blocks)
             if buffer is not None and buffer.dtype == self.dtype and buffer.is_contiguous():
-                enorm_kernels.scale(buffer.numpy().reshape(arrays.weight.shape), *for_buffer)
+                buffer = buffer.numpy().reshape(arrays.weight.shape)
+                enorm_kernels.scale(buffer, *for_buffer, arrays.blocks)
                 buffer = None
-        else:
+        elif weight:
             if row is not None:
                 slots.weight.mul_(row[2])
             if col is not None:
@@ -435,18 +459,28 @@ class ENorm:
     @torch.no_grad()
     def step(self) -> None:
         """Perform one ENorm cycle over the balanced hidden layers."""
-        layers, optimizer = self._layers, self.optimizer
-        if self.sweep == "jacobi":
-            workspace = self._jacobi_factors()
-            for k in range(self._pairs + 1):
-                workspace.rescale(k, layers[k], optimizer, k < self._pairs, k > 0)
-            return
+        layers, optimizer, pairs = self._layers, self.optimizer, self._pairs
         workspace = self._current_workspace()
-        for k in range(self._pairs):
-            workspace.norms(k, self.p, rows=True, cols=False)
+        if self.sweep == "jacobi":
+            for k in range(1, pairs + 1):
+                workspace.norms(k, self.p, k < pairs, True)
+            # the first layer has rows only: with r^2 of pair 0 known, its norms,
+            # factors and scaling take one pass (fused), else it joins the others
+            first = pairs > 0 and workspace.balance_rows(0, self.p, self.c)
+            if not first:
+                workspace.norms(0, self.p, pairs > 0, False)
+            workspace.factors(slice(workspace.spans[0].stop if first else 0, None), self.c)
+            for k in range(pairs + 1):
+                workspace.rescale(k, layers[k], optimizer, k < pairs, k > 0,
+                                  weight=k > 0 or not first)
+            return
+        for k in range(pairs):
             workspace.norms(k + 1, self.p, rows=False, cols=True)
-            workspace.factors(workspace.spans[k], self.c)
-            workspace.rescale(k, layers[k], optimizer, rows=True, cols=False)
+            fused = workspace.balance_rows(k, self.p, self.c)
+            if not fused:
+                workspace.norms(k, self.p, rows=True, cols=False)
+                workspace.factors(workspace.spans[k], self.c)
+            workspace.rescale(k, layers[k], optimizer, rows=True, cols=False, weight=not fused)
             workspace.rescale(k + 1, layers[k + 1], optimizer, rows=False, cols=True)
 
     def _current_workspace(self) -> _Workspace:
