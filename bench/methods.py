@@ -14,7 +14,9 @@ For each model (built as a study builds it) this measures
   (``seed_style_enorm``: four passes, momentum rescaled for conv nets only),
   timed in the same rounds, and both again with SGD at momentum 0 (no
   buffers, the seed's FC setting): ``x seed`` is normlib's ENorm time over
-  the seed-style time.
+  the seed-style time. On CPU with ``--threads 1`` (the default) normlib's
+  cycle runs through its fused kernels (``normlib.enorm_kernels``), with
+  more threads through PyTorch's ops.
 
 The methods are timed round robin (medians), so load drift on a shared
 machine hits them alike. Ratios:
