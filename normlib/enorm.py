@@ -62,6 +62,10 @@ from normlib import enorm_kernels
 __all__ = ["ENorm"]
 
 SWEEPS = ("jacobi", "sequential")
+# The fused CPU kernels pay for numba's import and their loading (about a second per
+# process) within a few hundred cycles from this many weights on; below it a cycle
+# costs well under a millisecond with PyTorch's ops, and numba is not imported.
+FUSED_MIN_WEIGHTS = 2**20
 
 
 @dataclass
@@ -188,7 +192,8 @@ class _Workspace:
 
     On CPU with one intra-op thread, contiguous float weights go through the
     fused kernels of ``enorm_kernels``: one read per weight for both norms, one
-    read-and-write per weight (and per momentum buffer) for both scalings.
+    read-and-write per weight (and per momentum buffer) for both scalings; only
+    for networks of at least ``FUSED_MIN_WEIGHTS`` weights in the balanced layers.
     """
 
     def __init__(self, layers: list[_Layer], pairs: int):
@@ -205,6 +210,7 @@ class _Workspace:
         for w in weights[: pairs + 1]:
             largest[w.device] = max(largest.get(w.device, 0), w.numel())
         squares = {dev: torch.empty(n, dtype=self.dtype, device=dev) for dev, n in largest.items()}
+        fuse = sum(w.numel() for w in weights[: pairs + 1]) >= FUSED_MIN_WEIGHTS
         self.slots = []
         for k, layer in enumerate(layers[: pairs + 1]):
             view = layer.view(layer.weight)
@@ -220,7 +226,7 @@ class _Workspace:
                 span = self.spans[k - 1]
                 slots.right = self.right[span]
                 slots.cols = (self.inverse[span], self.d[span])
-            if slots.home:
+            if slots.home and fuse:
                 sent = self.right[self.spans[k]] if k < pairs else None
                 slots.arrays = _Arrays.of(layer, slots, sent)
             self.slots.append(slots)

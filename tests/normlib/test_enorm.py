@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import copy
 import itertools
+import subprocess
+import sys
 from collections import OrderedDict
 
 import pytest
 import torch
 from torch import nn
 
+from normlib import enorm as enorm_module
 from normlib import enorm_kernels
 from normlib.enorm import ENorm
 
@@ -24,11 +27,13 @@ F64 = torch.float64
 
 
 @pytest.fixture(autouse=True, params=["fused", "torch-ops"])
-def kernels(request):
-    """The CPU path under test: the fused kernels run when PyTorch has one thread."""
+def kernels(request, monkeypatch):
+    """The CPU path under test: the fused kernels run when PyTorch has one thread (and,
+    here, for networks of any size)."""
     threads = torch.get_num_threads()
     if request.param == "fused":
         assert enorm_kernels.available(), "numba is a dependency of normlib"
+        monkeypatch.setattr(enorm_module, "FUSED_MIN_WEIGHTS", 0)
     torch.set_num_threads(1 if request.param == "fused" else 2)
     yield request.param
     torch.set_num_threads(threads)
@@ -532,6 +537,7 @@ def test_cuda_matches_cpu():
 @pytest.mark.parametrize("net", NETS)
 def test_fused_kernels_run_with_one_thread_and_match_torch_ops(net, sweep, kernels, monkeypatch):
     """The same cycles, weights and momentum buffers with the kernels as with PyTorch ops."""
+    monkeypatch.setattr(enorm_module, "FUSED_MIN_WEIGHTS", 0)
     calls = []
     for name in ("sums_of_squares", "sums_of_row_squares", "scale"):
         kernel = getattr(enorm_kernels, name)
@@ -558,6 +564,25 @@ def test_fused_kernels_run_with_one_thread_and_match_torch_ops(net, sweep, kerne
         torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
         torch.testing.assert_close(fused_opt.state[a]["momentum_buffer"],
                                    ops_opt.state[b]["momentum_buffer"], rtol=1e-6, atol=0)
+
+
+def test_small_networks_do_not_import_numba():
+    """Below FUSED_MIN_WEIGHTS a cycle uses PyTorch's ops: a process that balances a small
+    net never pays for numba's import."""
+    code = (
+        "import sys, torch\n"
+        "from normlib import ENorm\n"
+        "torch.set_num_threads(1)\n"
+        "def chain(width):\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(8, width), torch.nn.ReLU(),\n"
+        "                               torch.nn.Linear(width, width), torch.nn.ReLU(),\n"
+        "                               torch.nn.Linear(width, 2))\n"
+        "ENorm(chain(8).named_parameters()).step()\n"
+        "assert 'numba' not in sys.modules, 'numba imported'\n"
+        "ENorm(chain(1100).named_parameters()).step()\n"
+        "assert 'numba' in sys.modules, 'numba not imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_without_numba_torch_ops_run_alone(kernels, monkeypatch):
