@@ -19,8 +19,9 @@ def drivers():
     """Start `normstudy` subprocesses with ``drivers(args)``; all are killed at teardown."""
     started: list[Driver] = []
 
-    def start(args: list[str], env: dict[str, str] | None = None) -> Driver:
-        started.append(Driver(args, env))
+    def start(args: list[str], env: dict[str, str] | None = None,
+              kill_on: str | None = None) -> Driver:
+        started.append(Driver(args, env, kill_on))
         return started[-1]
 
     yield start

@@ -100,8 +100,13 @@ def kill_group(pgid: int, timeout: float = 20) -> None:
 class Driver:
     """A `normstudy` command in its own process group; stdout and stderr are collected."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None):
+    def __init__(self, args: list[str], env: dict[str, str] | None = None,
+                 kill_on: str | None = None):
+        """``kill_on``: SIGKILL the driver from the reading thread as soon as a line contains
+        it (no polling delay, for moments shorter than a poll: the comparison stage)."""
         self.lines: list[str] = []
+        self.kill_on = kill_on
+        self.killed = threading.Event()
         self.proc = subprocess.Popen(
             [NORMSTUDY, *args], cwd=REPO, env=env or driver_env(), start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -112,6 +117,9 @@ class Driver:
     def _read(self) -> None:
         for line in self.proc.stdout:
             self.lines.append(line)
+            if self.kill_on and self.kill_on in line and not self.killed.is_set():
+                self.killed.set()  # first: from now on no one else polls (reaps) the driver
+                os.kill(self.proc.pid, signal.SIGKILL)  # not reaped yet: the pid is still ours
 
     @property
     def output(self) -> str:
@@ -119,7 +127,8 @@ class Driver:
 
     def sigkill(self) -> None:
         """SIGKILL the driver alone (as a crash would), then the Ray it had started."""
-        os.kill(self.proc.pid, signal.SIGKILL)
+        if not self.killed.is_set():
+            os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         kill_group(self.proc.pid)
 

@@ -42,7 +42,7 @@ def _moment_reached(moment: str, folder, driver) -> bool:
         return any(rows.values()) and not done
     if moment == "mid_study":
         return 1 <= len(done) < TRIALS
-    return "done in" in driver.output  # the trials are over; the comparison starts now
+    return driver.killed.is_set()  # killed by its reader at "done in": the comparison starts
 
 
 @pytest.mark.parametrize("moment", ["first_trial", "mid_study", "comparison"])
@@ -50,10 +50,12 @@ def test_driver_sigkill_then_resume(moment, tmp_path, drivers, reference_study):
     storage = tmp_path / "results"
     spec_file = write_spec(tmp_path, tiny_spec("killme", max_concurrent=1))
     folder = storage / "killme"
-    driver = drivers(["run", str(spec_file), "--storage", str(storage)])
+    kill_on = "done in" if moment == "comparison" else None
+    driver = drivers(["run", str(spec_file), "--storage", str(storage)], kill_on=kill_on)
     deadline = time.time() + 240
     while not _moment_reached(moment, folder, driver):
-        assert driver.proc.poll() is None, f"the study ended before the kill:\n{driver.output}"
+        assert driver.killed.is_set() or driver.proc.poll() is None, (
+            f"the study ended before the kill:\n{driver.output}")
         assert time.time() < deadline, f"never reached {moment}:\n{driver.output[-3000:]}"
         time.sleep(0.02)
     driver.sigkill()
