@@ -1,8 +1,8 @@
 """``normstudy ui``: the MLflow UI of a results directory, on loopback only.
 
-``mlflow ui`` starts uvicorn workers and job runners of its own; it runs in a new process
-group, so SIGINT or SIGTERM to ``normstudy ui`` alone (a process manager, ``timeout``) stops
-all of them and frees the port.
+The MLflow server (``mlflow server``, which ``mlflow ui`` aliases) runs with one uvicorn
+worker and no job runner, in a new process group, so SIGINT or SIGTERM to ``normstudy ui``
+alone (a process manager, ``timeout``) stops all of it and frees the port.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ def serve_ui(storage: Path, port: int) -> int:
     print(f"[normstudy] MLflow UI at {base} (store {uri}); Ctrl-C to stop", flush=True)
     for name, experiment_id in study_experiments(uri):
         print(f"[normstudy]   {name}: {runs_page(base, experiment_id)}", flush=True)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    server = subprocess.Popen(command, start_new_session=True)
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
 
     def stop(signum, frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stop)  # before the server starts: it never outlives us
+    server = subprocess.Popen(command, start_new_session=True, env=server_env())
     try:
         return server.wait()
     except KeyboardInterrupt:
@@ -68,21 +68,37 @@ def check_port_free(port: int) -> None:
                               "port, e.g. --port 5001")]) from None  # fmt: skip
 
 
+def server_env() -> dict[str, str]:
+    """The UI server's environment: without MLflow's job runner (server-side GenAI jobs, not
+    needed to browse runs; one process less to start and stop). The user's setting wins."""
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
+
+
 def stop_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM a process started in its own session, and all it started; SIGKILL stragglers."""
+    """SIGTERM a process started in its own session and all it started; after ``grace_s``,
+    SIGKILL what is left of the group. Returns once the group is empty (at most ~2 x grace_s).
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
             return
+        if _group_gone(process, timeout=grace_s):
+            return
+
+
+def _group_gone(leader: subprocess.Popen, timeout: float) -> bool:
+    """Whether the process group of ``leader`` is empty within ``timeout`` seconds (the leader
+    is reaped on the way: a zombie still counts as a member)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leader.poll()
         try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            continue
-        deadline = time.monotonic() + grace_s  # the leader is gone; wait for its group
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
+            os.killpg(leader.pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)

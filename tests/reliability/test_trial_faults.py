@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 
 import pytest
 from reliability_kit import (
@@ -37,12 +35,8 @@ def _load(tmp_path, spec: dict):
 
 
 def test_worker_sigkill_mid_epoch_restarts_from_checkpoint(tmp_path, ray_session, monkeypatch):
+    from studies.run.callbacks import MLflowTrialCallback
     from studies.run.runner import run_study
-
-    # The killer reads the result rows in the results directory, where Ray Tune copies them
-    # at each save of the experiment state: saved often, epoch 2 shows there before epoch 3
-    # ends (at Ray's own period a save may fall only after epoch 3, and nothing is killed).
-    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0.1")
 
     # One trial with epochs long enough (a whole pass over digits, a wider net) to be hit
     # inside one.
@@ -53,22 +47,26 @@ def test_worker_sigkill_mid_epoch_restarts_from_checkpoint(tmp_path, ray_session
     folder = tmp_path / "results" / "workerkill"
     killed: dict = {}
 
-    def killer():
-        deadline = time.time() + 240
-        while time.time() < deadline and not killed:
-            rows = [r for lines in result_rows(folder).values() for r in lines] if (
-                folder.exists()) else []  # fmt: skip
-            if rows and rows[-1]["epoch"] == 2:  # epoch 3 has just begun
-                time.sleep(0.05)
-                os.kill(rows[-1]["pid"], signal.SIGKILL)
-                killed.update(pid=rows[-1]["pid"], after_epoch=2)
-                return
-            time.sleep(0.01)
+    # The kill comes from the driver itself, at the end of the step in which Ray Tune took in
+    # epoch 2's checkpoint (a save that follows the epoch's result): the worker is in epoch 3
+    # then. Watching the results directory instead lags behind by the experiment-state saves;
+    # under load that lag once exceeded an epoch.
+    on_step_end = MLflowTrialCallback.on_step_end
+    epoch_2: dict = {}
 
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
+    def note_epoch_2_saved(self, iteration, trials, trial, **info):
+        if trial.last_result.get("epoch") == 2:
+            epoch_2.setdefault("pid", trial.last_result["pid"])
+
+    def kill_after_epoch_2(self, iteration, trials, **info):
+        on_step_end(self, iteration, trials, **info)
+        if epoch_2 and not killed:
+            os.kill(epoch_2["pid"], signal.SIGKILL)
+            killed.update(pid=epoch_2["pid"], after_epoch=2)
+
+    monkeypatch.setattr(MLflowTrialCallback, "on_trial_save", note_epoch_2_saved, raising=False)
+    monkeypatch.setattr(MLflowTrialCallback, "on_step_end", kill_after_epoch_2)
     outcome = run_study(spec)
-    thread.join(5)
     assert killed, "the worker was never killed"
     assert outcome.counts == {"finished": 1}
 
