@@ -13,7 +13,6 @@ import signal
 import sys
 from pathlib import Path
 
-from studies.build.validation import load_spec
 from studies.config.load import catalog_names, read_yaml, resolve_spec_path
 from studies.config.space import total_trials
 from studies.config.spec import DEFAULT_STORAGE, SpecError
@@ -149,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace):
+    from studies.build.validation import load_spec  # torch: only commands that read a spec
+
     overrides = list(args.overrides)
     if args.storage:
         overrides.append(f"storage={args.storage}")
@@ -179,10 +180,10 @@ def trial_count(spec) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from studies.run.runner import run_study  # lazily, here and below: Ray loads only if needed
-
     spec = _load(args)
     check_storage(spec.storage)  # before Ray starts or anything is written
+    from studies.run.runner import run_study  # lazily, here and below: Ray loads only if needed
+
     with study_lease(spec.storage, spec.name, args):  # one driver per study (store/lease.py)
         print(f"[normstudy] study {spec.name!r}: {trial_count(spec)}")
         outcome = run_study(spec, address=args.address, overwrite=args.overwrite)
@@ -229,6 +230,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    find_study(args.study, args.storage)  # an unknown study is named before Ray loads
     from studies.run.runner import resume_study
 
     with existing_study_lease(args):
@@ -289,6 +291,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.components:
         return list_components()
     from studies.analysis.costs import gpu_hours
+    from studies.build.validation import load_spec
     from studies.store.lease import read_lease
     from studies.store.results import outcome_counts
 

@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from studies.build.validation import parse_spec
 from studies.config.load import dump_spec, parse_config, read_yaml
 from studies.config.secrets import MASK
 from studies.config.spec import DEFAULT_STORAGE, SpecError, StudySpec
@@ -65,7 +64,12 @@ def load_study_spec(folder: Path, check: bool = True) -> StudySpec:
     and a model built on the meta device, which costs seconds (torch's compiler is loaded)."""
     data = _with_tracking_uri(read_yaml(folder / SPEC_FILE), folder)
     data["storage"] = str(folder.parent)
-    spec = parse_spec(data) if check else parse_config(data)
+    if check:
+        from studies.build.validation import parse_spec  # torch: only when the spec is checked
+
+        spec = parse_spec(data)
+    else:
+        spec = parse_config(data)
     recorded = folder / FINGERPRINT_FILE
     if recorded.is_file() and recorded.read_text().strip() != _sha256(folder / SPEC_FILE):
         raise SpecError([(SPEC_FILE, f"{folder / SPEC_FILE} was changed after the study started; "

@@ -267,7 +267,8 @@ class MlflowServer:
             "--default-artifact-root", (self.root / "artifacts").as_uri(),
         ]  # fmt: skip
         with open(self.log, "a") as log:
-            self.proc = subprocess.Popen(command, cwd=self.root, start_new_session=True,
+            env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner
+            self.proc = subprocess.Popen(command, cwd=self.root, start_new_session=True, env=env,
                                          stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.time() + timeout
         while time.time() < deadline:
