@@ -55,7 +55,11 @@ def old_code(folder: Path) -> Path:
 def test_a_study_interrupted_by_the_flat_layout_resumes_after_the_move(tmp_path):
     old = old_code(tmp_path / "old")
     storage = tmp_path / "results"
-    spec = tiny_spec("legacy", max_concurrent=1)
+    # Two trials whose epochs take about 2 s (a 2048-wide net, a whole pass over digits): the
+    # Ctrl-C below, sent once the first trial's epoch 1 shows in storage, lands while that
+    # trial still runs. (With the tiny spec's 0.1 s epochs it once fell between two trials.)
+    spec = tiny_spec("legacy", max_concurrent=1, seeds=[1], model__width=2048,
+                     train__steps_per_epoch=None)  # fmt: skip
     del spec["train"]["checkpoint_every_s"]  # the old code predates the field
     spec_file = write_spec(tmp_path, spec)
     driver = Driver(["run", str(spec_file), "--storage", str(storage)],
@@ -80,8 +84,8 @@ def test_a_study_interrupted_by_the_flat_layout_resumes_after_the_move(tmp_path)
 
     resumed = run_cli(["resume", "legacy", "--storage", str(storage)])
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert_tracked_once(sqlite_uri(storage), "legacy", trials=4)
+    assert_tracked_once(sqlite_uri(storage), "legacy", trials=2)
     # its Tuner, pickled with Ray's automatic loggers on, got a JSON logger: the trials that
     # ran after the resume wrote their result rows
     last_epochs = [rows[-1]["epoch"] for rows in result_rows(storage / "legacy").values()]
-    assert last_epochs == [EPOCHS] * 4
+    assert last_epochs == [EPOCHS] * 2
