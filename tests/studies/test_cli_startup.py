@@ -39,7 +39,7 @@ def test_commands_without_a_spec_to_check_load_neither_torch_nor_ray(tmp_path, a
         assert probe["code"] == 2 and "no study 'nope'" in probe["output"], probe
 
 
-def test_a_spec_to_check_loads_torch_but_a_refused_one_not_ray(tmp_path):
+def test_a_refused_spec_is_answered_before_ray_loads(tmp_path):
     (tmp_path / "bad.yaml").write_text("name: x\ndataset: {name: digits}\nmodel: {name: nope}\n")
     probe = _probe(tmp_path, "run", "bad.yaml")
     assert probe["code"] == 2 and "optimizer" in probe["output"], probe
