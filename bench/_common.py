@@ -1,6 +1,6 @@
 """Shared parts of the benchmarks: the models, timing, the table printer, the JSON writer.
 
-Models are built the way a study builds them (``studies.build.recipes.build_model``
+Models are built the way a study builds them (``studies.trial.recipes.build_model``
 with the CIFAR-shaped ``fake`` dataset's shape), from the catalog's model
 sections. Times are wall-clock medians; on CUDA every timed call is
 bracketed by ``torch.cuda.synchronize``.
@@ -36,8 +36,8 @@ MODEL_SECTIONS: dict[str, dict[str, Any]] = {
 
 def build_model(name: str, device: torch.device, seed: int = 0) -> nn.Module:
     """The model ``name`` of MODEL_SECTIONS, as a study builds it, on ``device``."""
-    from studies.build.recipes import build_model as build
     from studies.config.datasets import dataset_info
+    from studies.trial.recipes import build_model as build
 
     torch.manual_seed(seed)
     return build({"model": MODEL_SECTIONS[name]}, dataset_info("fake")).to(device)

@@ -6,8 +6,8 @@ CIFAR-shaped fake data (``--images`` uint8 images of 3x32x32, 10 classes),
 batch ``--batch``, random crop (32, padding 4) + horizontal flip +
 normalization:
 
-* ``ours``: ``studies.build.trainable.train_epoch`` with a ``TrainStep`` (fp32)
-  over the device loader (``studies.build.data.make_batches("device", ...)``):
+* ``ours``: ``studies.trial.trainable.train_epoch`` with a ``TrainStep`` (fp32)
+  over the device loader (``studies.trial.data.make_batches("device", ...)``):
   uint8 tensors resident on the device, augmentation batched there, losses
   accumulated there, one host sync per epoch;
 * ``seed``: the papers' loop: a ``torch.utils.data.DataLoader`` (shuffle,
@@ -56,10 +56,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from studies.build.batches import make_batches
-from studies.build.data import Splits
-from studies.build.trainable import TrainStep, compile_problem, train_epoch
 from studies.config.datasets import dataset_info
+from studies.trial.batches import make_batches
+from studies.trial.data import Splits
+from studies.trial.trainable import TrainStep, compile_problem, train_epoch
 
 DEFAULT_MODELS = ("fc-15x500", "fullyconv", "odenet4-16", "resnet18", "wrn-28-10")
 CPU_MODELS = ("fc-15x500", "fullyconv", "odenet4-16", "resnet18")  # wrn-28-10: hours on CPU

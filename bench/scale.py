@@ -197,8 +197,8 @@ def bare_worker(spec_file: Path, storage: Path, loggers: str) -> None:
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
-    from studies.build.validation import load_spec
     from studies.run.tune import connect_ray, param_space, reuse_actors, trainable_with_resources
+    from studies.trial.validation import load_spec
 
     spec = load_spec(spec_file, [])
     connect_ray(None)
@@ -231,7 +231,7 @@ def trial_rows(folder: Path) -> dict[str, list[int]]:
 def mlflow_accounting(storage: Path, name: str, trials: int) -> dict[str, Any]:
     from mlflow import MlflowClient
 
-    from studies.store.mlflow import search_all, study_filter
+    from studies.store.queries import search_all, study_filter
 
     client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(name)  # a study's experiment: its name

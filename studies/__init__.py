@@ -6,7 +6,7 @@ Layers, each importing only those below it (an import-linter contract in pyproje
     run/       Ray Tune wiring, callbacks, stages, runner, sync, submit, ui
     analysis/  trials -> comparison -> report -> plots; costs
     store/     results layout, the results reader, MLflow tracker, backlog, lease
-    build/     data, recipes, trainable, checkpoints, validation (torch)
+    trial/     data, recipes, trainable, checkpoints, validation (torch)
     config/    the spec: pydantic models, loading, paths and arms, secrets (no torch)
 
 ``studies.spec``, ``studies.tracking``, ``studies.progress`` and ``studies.trainable`` are

@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace):
-    from studies.build.validation import load_spec  # torch: only commands that read a spec
+    from studies.trial.validation import load_spec  # torch: only commands that read a spec
 
     overrides = list(args.overrides)
     if args.storage:
@@ -164,7 +164,7 @@ def _load(args: argparse.Namespace):
 def cmd_validate(args: argparse.Namespace) -> int:
     spec = _load(args)
     print(f"{spec.name}: valid, {trial_count(spec)}")
-    from studies.build.components import user_components
+    from studies.trial.components import user_components
 
     for section, name, origin in user_components(spec):
         print(f"  {section} {name}: {origin}")
@@ -268,7 +268,7 @@ def report(outcome) -> int:
     print(f"[normstudy] results: {outcome.folder}")
     experiment = outcome.spec.experiment_name
     print(f"[normstudy] MLflow:  {outcome.tracking_uri} (experiment {experiment!r})")
-    from studies.store.mlflow import study_runs_page
+    from studies.store.queries import study_runs_page
 
     page = study_runs_page(outcome.tracking_uri, experiment)
     if outcome.tracking_uri.startswith("sqlite:"):
@@ -291,9 +291,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.components:
         return list_components()
     from studies.analysis.costs import gpu_hours
-    from studies.build.validation import load_spec
     from studies.store.lease import read_lease
     from studies.store.results import outcome_counts
+    from studies.trial.validation import load_spec
 
     print("Catalog studies (normstudy run NAME; GPU-h: estimated H100 hours, "
           "studies/analysis/costs.py):")
@@ -325,7 +325,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def list_components() -> int:
-    from studies.build.components import list_components as rows
+    from studies.trial.components import list_components as rows
 
     print("Components a spec may name (or any import path 'package.module:attribute'):")
     for kind, name, origin in rows():

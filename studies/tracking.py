@@ -1,3 +1,3 @@
 """Import path of the tracker and callback in studies pickled by normstudy 0.1."""
 from studies.run.callbacks import MLflowTrialCallback  # noqa: F401
-from studies.store.mlflow import StudyTracker  # noqa: F401
+from studies.store.tracker import StudyTracker  # noqa: F401

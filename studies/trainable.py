@@ -1,2 +1,2 @@
 """Import path of the Ray Tune trainable in studies pickled by normstudy 0.1."""
-from studies.build.trainable import tune_trainable  # noqa: F401
+from studies.trial.trainable import tune_trainable  # noqa: F401

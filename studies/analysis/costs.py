@@ -43,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from studies.config.datasets import DATASETS, SVHN_EXTRA, dataset_info
+from studies.config.datasets import DATASET_INFO, SVHN_EXTRA, dataset_info
 from studies.config.space import arms, confirm_baseline, expected_trials, is_finite, resolved_config
 from studies.config.spec import StudySpec
 
@@ -153,7 +153,7 @@ def ode_evaluations(model: dict[str, Any]) -> int:
 def _work_ratio(config: dict[str, Any]) -> float:
     """An epoch of this config's data relative to a CIFAR epoch (images x pixels)."""
     dataset, train = config["dataset"], config["train"]
-    info = DATASETS.get(dataset.get("name"), DATASETS["cifar10"])
+    info = DATASET_INFO.get(dataset.get("name"), DATASET_INFO["cifar10"])
     total_train, test, side = info.train_size, info.test_size, info.shape[-1]
     if dataset.get("extra"):
         total_train += SVHN_EXTRA
@@ -174,7 +174,7 @@ def _flop_estimate(config: dict[str, Any]) -> ModelCost:
     import torch  # lazily: `normstudy list` prices most studies from the table
     from torch.utils.flop_counter import FlopCounterMode
 
-    from studies.build.recipes import build_model
+    from studies.trial.recipes import build_model
 
     info = dataset_info(config["dataset"].get("name", "cifar10"))
     with torch.device("meta"):

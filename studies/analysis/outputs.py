@@ -16,7 +16,7 @@ from studies.config.space import confirm_name
 from studies.config.spec import SpecError, StudySpec
 from studies.store.layout import find_study, load_study_spec, tracking_uri
 from studies.store.looks import SEQUENTIAL_FILE, completed_looks
-from studies.store.mlflow import parent_run_id
+from studies.store.queries import parent_run_id
 
 OUTPUT_DIR = ARTIFACT_DIR = "comparison"
 CSV_FILE, REPORT_FILE = "comparison.csv", "report.md"

@@ -16,7 +16,7 @@ from typing import Any
 from studies.config.space import arm_label, arm_of, has_arms, is_baseline, resolve_arm
 from studies.config.spec import METRICS, TRIAL_SECTIONS, SpecError, StudySpec
 from studies.store.layout import tracking_uri
-from studies.store.mlflow import TRIAL_ID, search_all, study_filter
+from studies.store.queries import TRIAL_ID, search_all, study_filter
 from studies.store.results import trial_outcome, trial_records
 
 SOURCES = ("results", "mlflow")

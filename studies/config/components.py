@@ -3,7 +3,7 @@
 A spec names a model, dataset, optimizer or per-step method by a built-in name, by an
 import path ``package.module:attribute``, or by an entry point name that an installed
 package registers in the group ``normstudy.<kind>s``. Loading them is
-:mod:`studies.build.components`'s job; this module only tells the kinds of names apart
+:mod:`studies.trial.components`'s job; this module only tells the kinds of names apart
 and finds the Python code of a ``code:`` folder.
 """
 

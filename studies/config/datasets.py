@@ -1,7 +1,7 @@
 """What a study needs to know of each dataset before loading it: the one table of facts.
 
 Shapes, classes and normalization statistics build the model and feed it; split sizes
-scale cost estimates and smoke runs. The loaders (:mod:`studies.build.data`) register one
+scale cost estimates and smoke runs. The loaders (:mod:`studies.trial.data`) register one
 loader per name here, and a study may only name these.
 """
 
@@ -25,7 +25,7 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 SVHN_EXTRA = 531_131
 """Images of SVHN's ``extra`` split (``dataset.extra: true`` adds them to train)."""
 
-DATASETS: dict[str, DatasetInfo] = {
+DATASET_INFO: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(10, (1, 8, 8), (0.3,), (0.38,), False, 1_437, 360),
     "fake": DatasetInfo(10, (3, 32, 32), (0.5,) * 3, (0.25,) * 3, True, 2_000, 500),
     "cifar10": DatasetInfo(10, (3, 32, 32), CIFAR_MEAN, CIFAR_STD, True, 50_000, 10_000),
@@ -42,6 +42,6 @@ OFFLINE = ("digits", "fake")
 
 def dataset_info(name: str) -> DatasetInfo:
     try:
-        return DATASETS[name]
+        return DATASET_INFO[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}") from None
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_INFO)}") from None

@@ -3,7 +3,7 @@
 Validation here needs no torch: field types and ranges (pydantic), then the study's
 semantics (:func:`studies.config.space.check_study`). What needs the model registry and
 torch (names, constructor arguments, does the model fit) is checked on top of this by
-:mod:`studies.build.validation`, which every command uses.
+:mod:`studies.trial.validation`, which every command uses.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from studies.config.checks import check_study
 from studies.config.secrets import mask_value
 from studies.config.smoke import shrink
-from studies.config.space import check_study
 from studies.config.spec import SpecError, StudySpec, format_pydantic_errors
 
 CATALOG_DIR = Path(__file__).resolve().parents[1] / "catalog"

@@ -17,15 +17,9 @@ is an error (they would never run).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-if TYPE_CHECKING:
-    from studies.config.spec import StudySpec
-
-SPENDINGS = ("obrien_fleming", "pocock")
-FUTILITY = ("conditional_power", "none")
 
 
 class SequentialSpec(BaseModel):
@@ -94,44 +88,3 @@ def fill_seeds(data: Any) -> Any:
         start = max(seeds) + 1
         return {**data, "seeds": [*seeds, *range(start, start + need - len(seeds))]}
     return data
-
-
-def check_sequential(spec: StudySpec) -> list[tuple[str, str]]:
-    """Problems of a sequential design in a study (field path, message); none without one."""
-    from studies.config.space import arms, is_baseline, is_finite, resolved_config
-
-    problems: list[tuple[str, str]] = []
-    if spec.confirm is not None and spec.confirm.sequential is not None:
-        looks = spec.confirm.sequential.looks
-        if len(spec.confirm.seeds) > looks[-1]:
-            problems.append(("confirm.sequential.looks", _too_many(len(spec.confirm.seeds),
-                                                                   looks, "confirm.seeds")))
-    design = spec.sequential
-    if design is None:
-        return problems
-    where = "sequential"
-    if spec.confirm is not None:
-        return [*problems, (where, "a two-stage study runs its looks in the confirm stage: move "
-                            "the section to confirm.sequential")]  # fmt: skip
-    if spec.search.name != "grid":
-        problems.append((where, f"needs search 'grid' (every arm on the same seeds), not "
-                         f"{spec.search.name!r}"))  # fmt: skip
-    if spec.scheduler.name != "fifo":
-        problems.append((where, "needs scheduler 'fifo': ASHA would stop trials before their "
-                         "last epoch, and a look compares finished trials"))  # fmt: skip
-    if spec.baseline is None:
-        problems.append(("baseline", "a sequential study compares every arm with a baseline "
-                         "arm seed for seed: set baseline (paths -> values)"))  # fmt: skip
-    elif is_finite(spec):
-        others = [v for v in arms(spec) if not is_baseline(resolved_config(spec, v), spec)]
-        if not others:
-            problems.append((where, "needs at least one arm besides the baseline"))
-    if len(spec.seeds) > design.looks[-1]:
-        problems.append((f"{where}.looks", _too_many(len(spec.seeds), design.looks, "seeds")))
-    return problems
-
-
-def _too_many(n_seeds: int, looks: list[int], field: str) -> str:
-    return (f"the last look is at {looks[-1]} seeds but {field} lists {n_seeds}; the looks use "
-            f"the seeds in order, so give at most {looks[-1]} seeds (or leave {field} out: "
-            f"1..{looks[-1]}), or add a look")

@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from studies.config.datasets import DATASETS, OFFLINE
+from studies.config.datasets import DATASET_INFO, OFFLINE
 from studies.config.space import assigns, explicit_arms, flatten_assignment, resolved_config
 from studies.config.spec import GridDomain, StudySpec
 
@@ -94,7 +94,7 @@ def _offline_dataset(data: dict[str, Any]) -> None:
         dataset.clear()
         dataset.update(name="fake", **kept)
         name = "fake"
-    train = DATASETS[name].train_size
+    train = DATASET_INFO[name].train_size
     dataset.update(
         train_size=TRAIN_IMAGES,
         test_size=EVAL_IMAGES,

@@ -3,7 +3,7 @@
 Each section is a strict pydantic model (unknown fields are errors); ``model``,
 ``optimizer``, ``dataset`` and ``method`` may name user code (:mod:`studies.config.components`),
 whose arguments are checked against its signature when the spec is loaded
-(:mod:`studies.build.validation`).
+(:mod:`studies.trial.validation`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from studies.config.components import is_user_name, user_name_hint
-from studies.config.datasets import DATASETS, dataset_info
+from studies.config.datasets import DATASET_INFO, dataset_info
 
 TRIAL_SECTIONS = ("dataset", "model", "optimizer", "enorm", "bn", "schedule", "train", "method")
 
@@ -79,7 +79,7 @@ class DatasetSpec(Strict):
 
 class UserDatasetSpec(DatasetSpec):
     """A dataset of the user's own loader (import path or entry point): the fields above,
-    plus the loader's keyword arguments (:mod:`studies.build.user_data`)."""
+    plus the loader's keyword arguments (:mod:`studies.trial.user_data`)."""
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
@@ -98,7 +98,7 @@ def _section_name(value: Any, default: str | None = None) -> Any:
 
 def _dataset_kind(value: Any) -> str:
     name = _section_name(value, "digits")
-    return "user" if name not in DATASETS and is_user_name("dataset", name) else "builtin"
+    return "user" if name not in DATASET_INFO and is_user_name("dataset", name) else "builtin"
 
 
 AnyDatasetSpec = Annotated[
@@ -109,7 +109,7 @@ AnyDatasetSpec = Annotated[
 
 class ModelSpec(BaseModel):
     """A registry name plus the constructor's keyword arguments (both checked against the
-    model registry when the spec is loaded: :mod:`studies.build.validation`)."""
+    model registry when the spec is loaded: :mod:`studies.trial.validation`)."""
 
     model_config = ConfigDict(extra="allow")
     name: str

@@ -15,8 +15,8 @@ from ray.tune import Callback
 
 from studies.run.sync import reconcile
 from studies.store.backlog import Backlog, first_line, retry_seconds, say
-from studies.store.mlflow import LOGGED_METRICS, StudyTracker, TrialWrite
 from studies.store.results import RESULT_FILE
+from studies.store.tracker import LOGGED_METRICS, StudyTracker, TrialWrite
 
 
 class MLflowTrialCallback(Callback):

@@ -24,8 +24,8 @@ from studies.run.tune import (
     trial_scheduler,
 )
 from studies.store.layout import tracking_uri
-from studies.store.mlflow import StudyTracker
 from studies.store.results import trial_statuses
+from studies.store.tracker import StudyTracker
 
 
 def callbacks(spec: StudySpec, total: int) -> list:

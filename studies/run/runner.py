@@ -28,7 +28,7 @@ from studies.store.layout import (
     tracking_uri,
     write_study_spec,
 )
-from studies.store.mlflow import StudyTracker
+from studies.store.tracker import StudyTracker
 
 __all__ = ["StudyOutcome", "callbacks", "resume_study", "run_study"]
 

@@ -33,8 +33,9 @@ from studies.run.fit import StudyOutcome, callbacks, fit, make_tuner
 from studies.run.tune import has_saved_state, restore_tuner
 from studies.store.layout import tracking_uri
 from studies.store.looks import completed_looks, look_dir, read_state, write_state
-from studies.store.mlflow import TRIAL_ID, StudyTracker, search_all, study_filter
+from studies.store.queries import TRIAL_ID, search_all, study_filter
 from studies.store.results import DIVERGED, trial_records, trial_statuses
+from studies.store.tracker import StudyTracker
 
 TAG = "normstudy.sequential."
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studies.store.layout import find_study, load_study_spec, tracking_uri
-from studies.store.mlflow import StudyTracker, metric_batch
 from studies.store.results import INCOMPLETE, TrialRecord, trial_records, trial_statuses
+from studies.store.tracker import StudyTracker, metric_batch
 
 # Ray Tune trial status -> MLflow run status (unknown or unfinished: KILLED, resumable)
 RUN_STATUS = {"TERMINATED": "FINISHED", "ERROR": "FAILED"}

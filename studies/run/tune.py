@@ -18,6 +18,7 @@ from studies.config.spec import (
     StudySpec,
     UniformDomain,
 )
+from studies.run.legacy import alias_renamed_modules
 
 
 def tune_domain(domain, search: str):
@@ -120,7 +121,7 @@ def reuse_actors() -> bool:
 def trainable_with_resources(spec: StudySpec):
     from ray import tune
 
-    from studies.build.trainable import tune_trainable  # torch: imported when a study starts
+    from studies.trial.trainable import tune_trainable  # torch: imported when a study starts
 
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     if spec.resources.memory_gb is not None:
@@ -163,6 +164,7 @@ def restore_tuner(folder: Path, spec: StudySpec, retry_errored: bool):
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    alias_renamed_modules()  # tuner.pkl of a study started before 0.3
     tuner = tune.Tuner.restore(str(folder), trainable=trainable_with_resources(spec),
                                resume_unfinished=True, resume_errored=retry_errored)  # fmt: skip
     internal = getattr(tuner, "_local_tuner", None)  # None with a Ray client (ray://)

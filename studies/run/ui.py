@@ -17,7 +17,7 @@ from pathlib import Path
 
 from studies.config.spec import SpecError
 from studies.store.layout import MLFLOW_DB, default_tracking_uri
-from studies.store.mlflow import runs_page
+from studies.store.queries import runs_page
 
 
 def serve_ui(storage: Path, port: int) -> int:

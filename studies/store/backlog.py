@@ -2,7 +2,7 @@
 
 The Ray Tune callback never writes to MLflow directly: it queues each update, a callable
 such as ``partial(tracker.end_study, status)`` or a trial's
-:class:`~studies.store.mlflow.TrialWrite`, and the backlog delivers the queue in order.
+:class:`~studies.store.tracker.TrialWrite`, and the backlog delivers the queue in order.
 When the server does not answer, training goes on; the backlog is retried at most every
 ``RETRY_INTERVAL_S`` and delivered once the server is back.
 At the end of a study it is retried for ``NORMSTUDY_MLFLOW_RETRY_S`` seconds (default 120);
@@ -14,7 +14,7 @@ driver's loop only appends to it: a slow or distant tracking server never holds 
 processing of results. One delivery runs at a time (a lock), in order, so the tracker is
 never used by two threads at once; ``drain`` delivers what is left on the calling thread.
 
-A trial's writes (:class:`studies.store.mlflow.TrialWrite`: start, epochs, tags, end) that
+A trial's writes (:class:`studies.store.tracker.TrialWrite`: start, epochs, tags, end) that
 wait in the queue together (the delivery thread lets them gather for ``LINGER_S``) are
 delivered merged, in as few MLflow calls as its limits allow:
 with an embedded SQLite store each call costs milliseconds of the driver's CPU, which a
@@ -35,7 +35,7 @@ from functools import partial
 from typing import Any
 
 from studies.config.secrets import redact
-from studies.store.mlflow import StudyTracker, TrialWrite
+from studies.store.tracker import StudyTracker, TrialWrite
 
 RETRY_ENV = "NORMSTUDY_MLFLOW_RETRY_S"  # how long the end of a study waits for MLflow
 DEFAULT_RETRY_S = 120.0
@@ -63,7 +63,6 @@ class Backlog:
         self.last_error = ""
         self._next_try = 0.0
         self.seconds = 0.0  # wall time spent delivering (on whichever thread)
-        self.caller_seconds = 0.0  # of it, time the calling thread (the driver) waited
         self.submit_seconds = 0.0  # time the driver spent in submit (queuing, or delivering)
         self.delivered = 0
         self.background = background
@@ -130,11 +129,7 @@ class Backlog:
             if self.queue:
                 self._kick()
             return not self.queue
-        started = time.perf_counter()
-        try:
-            return self._flush_locked(force)
-        finally:
-            self.caller_seconds += time.perf_counter() - started
+        return self._flush_locked(force)
 
     def _flush_locked(self, force: bool) -> bool:
         with self._delivering:

@@ -65,7 +65,7 @@ def load_study_spec(folder: Path, check: bool = True) -> StudySpec:
     data = _with_tracking_uri(read_yaml(folder / SPEC_FILE), folder)
     data["storage"] = str(folder.parent)
     if check:
-        from studies.build.validation import parse_spec  # torch: only when the spec is checked
+        from studies.trial.validation import parse_spec  # torch: only when the spec is checked
 
         spec = parse_spec(data)
     else:

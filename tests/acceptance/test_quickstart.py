@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 from user_shell import ARMS, SECRET, TRIALS, assert_accounted, study_runs
 
-from studies.build.validation import parse_spec
 from studies.config.load import read_yaml
+from studies.trial.validation import parse_spec
 
 pytestmark = pytest.mark.acceptance
 

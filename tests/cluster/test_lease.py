@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # cluster's shared folder. The driver on the cluster must refuse by itself.
 SUBMIT_BLIND = """
 import sys
-from studies.build.validation import load_spec
+from studies.trial.validation import load_spec
 from studies.run.submit import submit_study
 spec = load_spec(sys.argv[2], sys.argv[3:])
 sys.exit(submit_study(spec, address=sys.argv[1], wait=True))

@@ -53,8 +53,8 @@ def reference_study(tmp_path_factory, ray_session):
     """The kill tests' spec run once without interruption (in-process): its results folder.
     Its comparison is written by the same call `normstudy run` makes."""
     from studies.analysis.outputs import run_comparison
-    from studies.build.validation import load_spec
     from studies.run.runner import run_study
+    from studies.trial.validation import load_spec
 
     root = tmp_path_factory.mktemp("reference")
     spec_file = write_spec(root, tiny_spec("killme", max_concurrent=1))

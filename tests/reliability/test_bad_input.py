@@ -34,8 +34,8 @@ def _raw(tmp, text: str, name: str = "raw.yaml"):
 
 def _study_without_pairs(tmp):
     """A study directory whose trials never finished: compare has nothing to pair."""
-    from studies.build.validation import parse_spec
     from studies.config.load import dump_spec
+    from studies.trial.validation import parse_spec
 
     folder = tmp / "results" / "unpaired"
     spec = parse_spec(tiny_spec("unpaired", storage=str(tmp / "results")))

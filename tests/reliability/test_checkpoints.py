@@ -17,7 +17,7 @@ import pytest
 import torch
 from reliability_kit import mlflow_runs, result_rows, sqlite_uri, tiny_spec, write_spec
 
-from studies.build.checkpoints import (
+from studies.trial.checkpoints import (
     STATE_FILE,
     CheckpointError,
     load_state,
@@ -122,7 +122,7 @@ def test_disk_full_write_leaves_nothing_half_written(tmp_path):
 
 
 def _study(tmp_path, name, **changes):
-    from studies.build.validation import load_spec
+    from studies.trial.validation import load_spec
 
     spec = tiny_spec(name, sweep={}, seeds=[5], baseline=None, **changes)
     return load_spec(write_spec(tmp_path, spec), [f"storage={tmp_path / 'results'}"])

@@ -85,8 +85,8 @@ def test_same_spec_twice_is_bitwise_identical_and_leaks_no_secret(tmp_path, refe
 
 
 def test_secret_config_keys_are_masked_in_mlflow(tmp_path, monkeypatch):
-    from studies.build.validation import parse_spec
-    from studies.store.mlflow import StudyTracker
+    from studies.store.tracker import StudyTracker
+    from studies.trial.validation import parse_spec
 
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRETS["MLFLOW_TRACKING_PASSWORD"])
     spec = parse_spec(tiny_spec("masked", storage=str(tmp_path)))
@@ -123,10 +123,10 @@ def test_redact_uris_and_environment_values():
 
 def test_study_yaml_keeps_no_uri_password(tmp_path, monkeypatch):
     """study.yaml masks a password in tracking.uri; resume takes the URI from the env."""
-    from studies.build.validation import load_spec
     from studies.config.load import dump_spec
     from studies.config.spec import SpecError
     from studies.store.layout import SPEC_FILE, load_study_spec
+    from studies.trial.validation import load_spec
 
     uri = "http://alice:hunter2222@127.0.0.1:9/"
     spec = load_spec("quickstart", [f"tracking.uri={uri}"])

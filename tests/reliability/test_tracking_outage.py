@@ -77,8 +77,8 @@ def _check_mlflow_matches_results(uri, folder, name):
 
 def test_server_back_mid_study_gets_the_backlog(server, tmp_path, ray_session, capsys,
                                                 monkeypatch):  # fmt: skip
-    from studies.build.validation import load_spec
     from studies.run.runner import run_study
+    from studies.trial.validation import load_spec
 
     monkeypatch.setenv("NORMSTUDY_MLFLOW_RETRY_S", "240")  # the server restarts in time
     spec = load_spec(write_spec(tmp_path, tiny_spec("outage1", max_concurrent=1)),
@@ -98,9 +98,9 @@ def test_server_back_mid_study_gets_the_backlog(server, tmp_path, ray_session, c
 
 def test_server_gone_past_the_retry_bound_then_sync(server, tmp_path, ray_session, capsys,
                                                     monkeypatch):  # fmt: skip
-    from studies.build.validation import load_spec
     from studies.cli import main
     from studies.run.runner import run_study
+    from studies.trial.validation import load_spec
 
     if server.proc is None:
         server.start()

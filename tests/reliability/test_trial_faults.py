@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 
 def _load(tmp_path, spec: dict):
-    from studies.build.validation import load_spec
+    from studies.trial.validation import load_spec
 
     return load_spec(write_spec(tmp_path, spec), [f"storage={tmp_path / 'results'}"])
 

@@ -10,7 +10,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from studies.config.load import parse_config
 from studies.store.backlog import Backlog
-from studies.store.mlflow import (
+from studies.store.tracker import (
     BATCH_ENTRIES,
     BATCH_METRICS,
     BATCH_PARAMS,

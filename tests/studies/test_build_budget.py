@@ -1,4 +1,4 @@
-"""The budget for building a model on the meta device (studies.build.validation) counts the
+"""The budget for building a model on the meta device (studies.trial.validation) counts the
 build, not torch's lazy imports: a fresh process on a slow machine refused a 2-layer MLP as
 "too big" when the first init op imported torch._dynamo inside the budget."""
 
@@ -9,8 +9,8 @@ import sys
 
 FRESH_PROCESS = """
 import time
-from studies.build import validation
-from studies.build.validation import check_buildable
+from studies.trial import validation
+from studies.trial.validation import check_buildable
 from studies.config.load import parse_config
 
 spec = parse_config({"name": "tiny", "dataset": {"name": "digits"},

@@ -5,7 +5,6 @@ import time
 import pytest
 
 from studies.analysis.costs import COSTS, epoch_seconds, gpu_hours, model_key
-from studies.build.validation import load_spec
 from studies.config import smoke as smoke_module
 from studies.config.load import catalog_names, read_yaml, resolve_spec_path
 from studies.config.space import (
@@ -21,6 +20,7 @@ from studies.config.space import (
     resolved_config,
     total_trials,
 )
+from studies.trial.validation import load_spec
 
 CATALOG = catalog_names()
 PAPER_STUDIES = [
@@ -198,8 +198,8 @@ def test_description_opens_with_a_summary_that_fits_the_listing(name):
 
 
 def smoke_of(**changes):
-    from studies.build.validation import parse_spec
     from studies.config.smoke import shrink
+    from studies.trial.validation import parse_spec
 
     data = read_yaml(resolve_spec_path("quickstart"))
     data.update(changes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ray import tune
 
-from studies.build.checkpoints import fallbacks
+from studies.trial.checkpoints import fallbacks
 
 
 def make(trial, *indices):

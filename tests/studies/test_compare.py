@@ -17,10 +17,10 @@ from studies.analysis.comparison import NOT_ENOUGH, compare
 from studies.analysis.outputs import run_comparison, write_outputs
 from studies.analysis.report import format_table, to_csv
 from studies.analysis.trials import TrialHistory, trials_from_mlflow, trials_from_results
-from studies.build.validation import load_spec
 from studies.config.load import dump_spec
 from studies.config.space import with_values
 from studies.config.spec import SpecError
+from studies.trial.validation import load_spec
 
 SEEDS = [1, 2, 3, 4, 5, 6]
 BASE = [0.90, 0.92, 0.88, 0.91, 0.89, 0.93]
@@ -321,7 +321,7 @@ def test_mlflow_table_equals_results_table(study, spec, table):
     from mlflow import MlflowClient
 
     from studies.store.layout import tracking_uri
-    from studies.store.mlflow import StudyTracker
+    from studies.store.tracker import StudyTracker
 
     uri = tracking_uri(spec.model_copy(update={"storage": str(study.parent)}))
     tracker = StudyTracker(spec, uri)
@@ -371,7 +371,7 @@ def test_end_to_end_results_equal_mlflow(ray_study, capsys):
     from mlflow import MlflowClient
 
     from studies.cli import compare_after_run
-    from studies.store.mlflow import parent_run_id
+    from studies.store.queries import parent_run_id
 
     outcome = ray_study
     assert outcome.counts == {"finished": 6}

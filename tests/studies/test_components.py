@@ -9,11 +9,11 @@ import uuid
 import pytest
 import torch
 
-from studies.build.trainable import run_trial
-from studies.build.validation import parse_spec
 from studies.cli import main
 from studies.config.space import resolved_config
 from studies.config.spec import SpecError
+from studies.trial.trainable import run_trial
+from studies.trial.validation import parse_spec
 
 NETS = '''
 from torch import nn

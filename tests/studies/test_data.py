@@ -5,20 +5,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from dataset_files import write_cifar10_files, write_svhn_files
 from scipy import stats
 
-from studies.build.batches import DeviceBatches, LoaderBatches, normalize, random_crop_flip
-from studies.build.data import (
+from studies.config.datasets import DatasetInfo
+from studies.config.spec import SpecError
+from studies.trial.batches import DeviceBatches, LoaderBatches, normalize, random_crop_flip
+from studies.trial.data import (
     DatasetMissing,
     Splits,
     check_available,
     load_splits,
-    write_cifar10_files,
-    write_svhn_files,
 )
-from studies.build.validation import load_spec
-from studies.config.datasets import DatasetInfo
-from studies.config.spec import SpecError
+from studies.trial.validation import load_spec
 
 
 def test_digits_splits_are_fixed_disjoint_and_complete():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from studies.build.validation import load_spec
 from studies.run.runner import run_study
+from studies.trial.validation import load_spec
 
 pytestmark = pytest.mark.integration
 

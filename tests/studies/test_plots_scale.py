@@ -17,8 +17,8 @@ from studies.analysis import plots
 from studies.analysis.comparison import compare
 from studies.analysis.outputs import FOREST_PLOT, VALUE_PLOT, write_outputs
 from studies.analysis.trials import TrialHistory
-from studies.build.validation import load_spec
 from studies.config.space import arm_label
+from studies.trial.validation import load_spec
 
 SEEDS = [1, 2, 3, 4]
 N_ARMS = 200

@@ -11,7 +11,9 @@ import math
 import pytest
 import torch
 
-from studies.build.trainable import (
+from studies.config.space import resolved_config
+from studies.config.spec import SpecError
+from studies.trial.trainable import (
     CompileUnavailable,
     TrainStep,
     build_trial,
@@ -19,9 +21,7 @@ from studies.build.trainable import (
     run_trial,
     train_epoch,
 )
-from studies.build.validation import load_spec
-from studies.config.space import resolved_config
-from studies.config.spec import SpecError
+from studies.trial.validation import load_spec
 
 
 def config(*overrides, seed=1):

@@ -13,13 +13,13 @@ from studies.analysis.comparison import compare
 from studies.analysis.outputs import run_comparison
 from studies.analysis.sequential import analyze
 from studies.analysis.trials import trials_from_results
-from studies.build.validation import load_spec
 from studies.cli import main
 from studies.config.space import with_values
 from studies.config.spec import SpecError
 from studies.run.sequential import look_spec
 from studies.store.layout import write_study_spec
 from studies.store.looks import SEQUENTIAL_FILE, look_dir, read_state, write_state
+from studies.trial.validation import load_spec
 
 LOOKS = [3, 5, 8]
 SEQ = "sequential={looks: [3, 5, 8], spending: pocock}"

@@ -3,11 +3,11 @@
 import pytest
 import yaml
 
-from studies.build.validation import load_spec, parse_spec
 from studies.cli import main
 from studies.config.load import apply_overrides, read_yaml, resolve_spec_path
 from studies.config.space import arms, trial_configs
 from studies.config.spec import SpecError
+from studies.trial.validation import load_spec, parse_spec
 
 BASE = read_yaml(resolve_spec_path("quickstart"))
 

@@ -9,7 +9,7 @@ import sqlite3
 import sqlalchemy
 
 from studies.config.load import parse_config
-from studies.store.mlflow import StudyTracker, TrialWrite
+from studies.store.tracker import StudyTracker, TrialWrite
 
 
 def journal_mode(path) -> str:

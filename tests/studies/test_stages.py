@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from studies.analysis.outputs import run_comparison
-from studies.build.validation import load_spec
 from studies.cli import main
 from studies.config.load import dump_spec
 from studies.config.space import (
@@ -24,6 +23,7 @@ from studies.config.spec import SpecError
 from studies.run.runner import resume_study, run_study
 from studies.run.stages import confirm_spec, rank_arms
 from studies.store.layout import find_study
+from studies.trial.validation import load_spec
 
 TWO_STAGE = [
     "train.epochs=2",

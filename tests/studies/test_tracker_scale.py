@@ -8,7 +8,7 @@ import pytest
 
 from studies.config.load import parse_config
 from studies.store.backlog import Backlog
-from studies.store.mlflow import StudyTracker
+from studies.store.tracker import StudyTracker
 
 
 @pytest.fixture

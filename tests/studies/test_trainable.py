@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from studies.build.trainable import InjectedFault, run_trial
-from studies.build.validation import load_spec
 from studies.config.space import resolved_config
+from studies.trial.trainable import InjectedFault, run_trial
+from studies.trial.validation import load_spec
 
 
 class Recorder:
@@ -116,7 +116,7 @@ def test_epochs_checkpoint_by_time_and_the_last_always(every_s, saved):
 
 
 def test_a_slow_epoch_checkpoints_once_its_time_is_up(monkeypatch):
-    import studies.build.trainable as trainable
+    import studies.trial.trainable as trainable
 
     clock = iter(range(0, 1000, 4))  # every call to the clock: 4 s later
     monkeypatch.setattr(trainable.time, "monotonic", lambda: next(clock))

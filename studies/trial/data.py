@@ -9,7 +9,6 @@ carved it with seed 0), so every trial of a study sees the same splits.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from normlib.registry import Registry
 from studies.config.datasets import DatasetInfo, dataset_info
 
-DATASETS = Registry("dataset")
+DATASET_SOURCES = Registry("dataset")
 
 
 @dataclass
@@ -55,7 +54,7 @@ def register(name: str):
     """Register the loader of a dataset of the facts table (:mod:`studies.config.datasets`)."""
 
     def add(load):
-        DATASETS.register(name)(Source(dataset_info(name), load))
+        DATASET_SOURCES.register(name)(Source(dataset_info(name), load))
         return load
 
     return add
@@ -63,12 +62,12 @@ def register(name: str):
 
 def load_splits(options: dict[str, Any]) -> Splits:
     """Load a dataset config (``dataset`` section of a trial config) into splits."""
-    if options["name"] not in DATASETS:  # the user's loader (studies.build.user_data)
-        from studies.build.user_data import load_user_data
+    if options["name"] not in DATASET_SOURCES:  # the user's loader (studies.trial.user_data)
+        from studies.trial.user_data import load_user_data
 
         info, splits = load_user_data(options)
         return carve(info, *splits["train"], *splits["test"], options, splits.get("val"))
-    source: Source = DATASETS.get(options["name"])
+    source: Source = DATASET_SOURCES.get(options["name"])
     return carve(source.info, *source.load(options), options)
 
 
@@ -98,9 +97,9 @@ def carve(info: DatasetInfo, train_x, train_y, test_x, test_y, options: dict[str
 
 def check_available(options: dict[str, Any]) -> str | None:
     """A message if the dataset's files are missing (and download is off), else None."""
-    if options["name"] not in DATASETS:
-        return None  # a user loader: validation calls it (studies.build.user_data)
-    source: Source = DATASETS.get(options["name"])
+    if options["name"] not in DATASET_SOURCES:
+        return None  # a user loader: validation calls it (studies.trial.user_data)
+    source: Source = DATASET_SOURCES.get(options["name"])
     checker = getattr(source.load, "check", None)
     return checker(options) if checker else None
 
@@ -237,43 +236,3 @@ _TORCHVISION = {  # name: (torchvision class, folder under root, split keyword)
 
 for _name, (_cls, _folder, _split) in _TORCHVISION.items():
     register(_name)(_torchvision(_name, _cls, _folder, _split))
-
-
-def write_cifar10_files(root: Path, train: tuple[np.ndarray, list[int]], test) -> Path:
-    """Write arrays in the CIFAR-10 python-pickle layout torchvision reads.
-
-    Used to test the loader offline; images are N x 32 x 32 x 3 uint8.
-    """
-    folder = Path(root) / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def dump(name: str, images: np.ndarray, labels: list[int]) -> None:
-        flat = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-        with open(folder / name, "wb") as fh:
-            pickle.dump({"data": flat, "labels": list(labels)}, fh)
-
-    chunks = np.array_split(np.arange(len(train[1])), 5)
-    for i, idx in enumerate(chunks, start=1):
-        dump(f"data_batch_{i}", train[0][idx], [train[1][j] for j in idx])
-    dump("test_batch", *test)
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, fh)
-    return folder
-
-
-def write_svhn_files(root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
-    """Write ``{split: (N x 32 x 32 x 3 uint8 images, labels 0..9)}`` as SVHN's .mat files.
-
-    torchvision's layout: ``X`` is 32 x 32 x 3 x N, ``y`` is N x 1 with the
-    digit 0 stored as label 10. Used to test the loader offline.
-    """
-    from scipy.io import savemat
-
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    for split, (images, labels) in splits.items():
-        labels = np.asarray(labels, dtype=np.uint8).reshape(-1, 1)
-        stored = {"X": np.ascontiguousarray(images.transpose(1, 2, 3, 0))}
-        stored["y"] = np.where(labels == 0, 10, labels)
-        savemat(root / f"{split}_32x32.mat", stored)
-    return root

@@ -3,7 +3,7 @@
 :func:`run_trial` is independent of Ray: it talks to a :class:`Session` that
 restores the last checkpoint and takes each epoch's metrics and state.
 :func:`tune_trainable` is the Ray Tune function trainable, which plugs in
-:class:`studies.build.checkpoints.TuneSession` (``tune.get_checkpoint`` / ``tune.report``).
+:class:`studies.trial.checkpoints.TuneSession` (``tune.get_checkpoint`` / ``tune.report``).
 
 By default the data stays on the trial's device; batches are sliced from
 tensors and augmented there (``dataset.loader: torch`` streams them from a
@@ -31,9 +31,9 @@ from torch import nn
 from normlib.alig import AliG
 from normlib.enorm import ENorm
 from normlib.seeding import make_complex, make_deterministic
-from studies.build.batches import Batches, make_batches
-from studies.build.data import load_splits
-from studies.build.recipes import (
+from studies.trial.batches import Batches, make_batches
+from studies.trial.data import load_splits
+from studies.trial.recipes import (
     build_enorm,
     build_method,
     build_model,
@@ -381,7 +381,7 @@ def tune_trainable(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: threads from the trial's CPU share, GPU if granted."""
     import ray
 
-    from studies.build.checkpoints import TuneSession
+    from studies.trial.checkpoints import TuneSession
 
     context = ray.get_runtime_context()
     cpus = context.get_assigned_resources().get("CPU", 1.0)

@@ -7,7 +7,7 @@ called with::
 
     model      Model(**arguments)                  -> torch.nn.Module, (N, C, H, W) -> logits;
                num_classes, in_channels, in_features, image_size filled in if accepted
-    dataset    load(**arguments)                   -> splits (studies.build.user_data)
+    dataset    load(**arguments)                   -> splits (studies.trial.user_data)
     optimizer  Optimizer(params, **arguments)      -> torch.optim.Optimizer
     method     Hook(model, optimizer, **arguments) -> an object with .step(), called after
                every ``method.every``-th optimizer step (optional state_dict/load_state_dict
@@ -28,7 +28,7 @@ from typing import Any
 
 from normlib.models import MODELS
 from studies.config.components import KINDS, entry_points, group, is_import_path, user_name_hint
-from studies.config.datasets import DATASETS
+from studies.config.datasets import DATASET_INFO
 
 # Leading positional parameters the service passes itself, per kind.
 PASSED = {"model": 0, "dataset": 0, "optimizer": 1, "method": 2}
@@ -44,11 +44,11 @@ class ComponentError(ValueError):
 
 
 def builtin_names(kind: str) -> list[str]:
-    # imported here: studies.build's training loop imports without pydantic (bench/gpu.sh
+    # imported here: studies.trial's training loop imports without pydantic (bench/gpu.sh
     # runs it on a bare GPU machine; tests/test_gpu_bench_imports.py)
     from studies.config.spec import OPTIMIZERS
 
-    return {"model": MODELS.names(), "dataset": list(DATASETS), "optimizer": list(OPTIMIZERS),
+    return {"model": MODELS.names(), "dataset": list(DATASET_INFO), "optimizer": list(OPTIMIZERS),
             "method": []}[kind]  # fmt: skip
 
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 
-from studies.build.components import SERVICE_FIELDS, resolve_callable
 from studies.config.datasets import DatasetInfo
+from studies.trial.components import SERVICE_FIELDS, resolve_callable
 
 SPLITS = ("train", "val", "test")
 

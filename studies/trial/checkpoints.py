@@ -152,7 +152,7 @@ def _write_error(epoch: int, err: OSError) -> str:
 
 
 class TuneSession:
-    """The :class:`studies.build.trainable.Session` of a Ray Tune trial.
+    """The :class:`studies.trial.trainable.Session` of a Ray Tune trial.
 
     Every report also carries ``node_id``, the Ray node the trial ran on; the first
     report after a restore carries ``restored_from_epoch`` (and ``checkpoint_warning``

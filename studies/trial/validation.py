@@ -3,10 +3,10 @@ the model registry and torch, before any work starts.
 
 * ``model.name`` is a registered model, and every model argument the spec gives, sweeps or
   sets in an arm is one its constructor accepts;
-* the user's components (:mod:`studies.build.components`): a model, dataset loader, optimizer
+* the user's components (:mod:`studies.trial.components`): a model, dataset loader, optimizer
   or ``method`` named by import path or entry point resolves to a callable whose signature
   takes the spec's arguments (unknown ones named with the accepted ones, required ones
-  missing), and a dataset loader returns the splits contract (:mod:`studies.build.user_data`);
+  missing), and a dataset loader returns the splits contract (:mod:`studies.trial.user_data`);
 * input normalization has one switch, ``bn.input_norm`` (a ``model.input_norm`` is refused);
 * every distinct network of the study builds on the ``meta`` device (shapes and arguments
   checked, nothing allocated), and it and a batch of inputs fit in the trial's memory:
@@ -24,20 +24,20 @@ from typing import Any
 import torch
 
 from normlib.models import MODELS
-from studies.build.components import (
+from studies.config.datasets import DATASET_INFO, dataset_info
+from studies.config.load import parse_config, read_spec
+from studies.config.space import arms, explicit_arms, flatten_assignment, is_finite, resolved_config
+from studies.config.spec import OPTIMIZERS, SpecError, StudySpec
+from studies.trial.components import (
     SERVICE_FIELDS,
     ComponentError,
     activate_code,
     arguments,
     resolve_callable,
 )
-from studies.build.data import check_available
-from studies.build.recipes import build_enorm, build_model, model_parameters
-from studies.build.user_data import ContractError, load_user_data
-from studies.config.datasets import DATASETS, dataset_info
-from studies.config.load import parse_config, read_spec
-from studies.config.space import arms, explicit_arms, flatten_assignment, is_finite, resolved_config
-from studies.config.spec import OPTIMIZERS, SpecError, StudySpec
+from studies.trial.data import check_available
+from studies.trial.recipes import build_enorm, build_model, model_parameters
+from studies.trial.user_data import ContractError, load_user_data
 
 
 def load_spec(spec: str | Path, overrides: list[str] | None = None,
@@ -105,7 +105,7 @@ def _sections(spec: StudySpec) -> dict[str, dict[str, Any]]:
             continue
         if section == "model" and data["name"] in MODELS:
             continue
-        if section == "dataset" and data["name"] in DATASETS:
+        if section == "dataset" and data["name"] in DATASET_INFO:
             continue
         if section == "optimizer" and data["name"] in OPTIMIZERS:
             continue
@@ -165,7 +165,7 @@ def _takes_any(model: str) -> bool:
 
 def dataset_facts(options: dict[str, Any]):
     """DatasetInfo of a built-in dataset, or of a user loader (which is called, cached)."""
-    if options["name"] in DATASETS:
+    if options["name"] in DATASET_INFO:
         return dataset_info(options["name"])
     return load_user_data(options)[0]
 

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from studies.build.data import Splits
 from studies.config.datasets import DatasetInfo
+from studies.trial.data import Splits
 
 
 def normalize(

@@ -20,11 +20,8 @@ from normlib.bninit import InputNorm, bn_param_groups
 from normlib.enorm import ENorm
 from normlib.models import MODELS
 from normlib.riemannian import SGDG, AdamG, grassmann_param_groups
-from studies.build.components import arguments, resolve_callable
 from studies.config.datasets import DatasetInfo
-
-# Keyword arguments the service fills in from the dataset, if a model takes them.
-INJECTED = ("num_classes", "in_channels", "in_features", "image_size")
+from studies.trial.components import arguments, resolve_callable
 
 
 def model_constructor(name: str):
