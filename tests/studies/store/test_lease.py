@@ -25,7 +25,7 @@ from studies.store.lease import (
     read_lease,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def write_foreign(storage: Path, study: str, **fields) -> Path:
