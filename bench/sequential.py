@@ -3,7 +3,7 @@
 For each spending function, with looks [5, 10, 15, 20] and one-sided alpha 0.05, the design
 effect delta is the d_z the efficacy boundaries detect with 80% power (``detectable_effect``)
 and min_effect = delta for the conditional-power futility rule. Each scenario simulates
-``--studies`` studies of the t-based procedure (``normlib.sequential.simulate``): the null
+``--studies`` studies of the t-based procedure (``normlib.stats.simulation.simulate``): the null
 with normal and t(3) differences, delta and 2 delta, with and without the futility rule.
 ``fixed`` is the fixed paired t-test with the power the design has at delta (simulated);
 ratio = mean seeds / fixed.
@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import scipy
 
-from normlib.sequential import SPENDINGS, SequentialDesign, detectable_effect, simulate
-from normlib.stats import seeds_needed
+from normlib.stats import SPENDINGS, SequentialDesign, detectable_effect, seeds_needed, simulate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LOOKS = (5, 10, 15, 20)

@@ -8,6 +8,7 @@ and numba for ENorm's fused CPU kernels, imported on first use too).
 """
 
 import importlib
+from typing import Any
 
 from normlib.alig import AliG, l2_projection
 from normlib.bninit import InputNorm, ScaleBatchNorm1d, ScaleBatchNorm2d, bn_param_groups
@@ -40,7 +41,7 @@ __all__ = [
 _STATS = ("holm", "paired_ttest", "power", "seeds_needed", "wilcoxon")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _STATS:
         return getattr(importlib.import_module("normlib.stats"), name)
     raise AttributeError(f"module 'normlib' has no attribute {name!r}")

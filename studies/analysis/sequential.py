@@ -4,7 +4,7 @@ The study's ``sequential`` section (:mod:`studies.config.sequential`) fixes look
 n_1 < ... < n_K (cumulative seeds per arm) and the seeds they use, in the order of
 ``spec.seeds``. At look k an arm is judged on the paired differences of the first n_k seeds,
 d_i = sign * (arm_i - baseline_i), sign = +1 for a metric to maximize and -1 to minimize, by
-``normlib.sequential.SequentialDesign.decide``: efficacy when the paired t statistic crosses
+``normlib.stats.design.SequentialDesign.decide``: efficacy when the paired t statistic crosses
 the look's calibrated boundary, futility when the conditional power under ``min_effect`` is
 below ``futility_threshold`` (non-binding), max_seeds at the last look, else continue. An arm
 that stopped runs no further seeds; its decision is recomputed the same from the trials at
@@ -12,13 +12,13 @@ any later time (the runner and ``normstudy compare`` agree).
 
 Multiple arms (Holm with spending). With m arms each arm's design spends alpha / m
 (Bonferroni split of the spending), so an efficacy stop is already a family-wise rejection.
-When every arm has stopped, ``normlib.sequential.holm_sequential`` Holm-adjusts the arms'
+When every arm has stopped, ``normlib.stats.multiplicity.holm_sequential`` Holm-adjusts the arms'
 stage-wise p-values (a futility stop has p = 1): rejected where the adjusted p <= alpha.
 This is valid because each stage-wise p-value is super-uniform under H0 up to alpha.
 
 Fixed design of the same power: for an arm with a positive sd of differences s, the seeds a
 fixed one-sided paired t-test at level alpha / m needs to reach this design's power at
-``min_effect`` with sd s (``normlib.sequential.expected_seeds``).
+``min_effect`` with sd s (``normlib.stats.planning.expected_seeds``).
 """
 
 from __future__ import annotations
@@ -27,8 +27,13 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from normlib.sequential import SequentialDecision, SequentialDesign, expected_seeds, holm_sequential
-from normlib.stats import holm
+from normlib.stats import (
+    SequentialDecision,
+    SequentialDesign,
+    expected_seeds,
+    holm,
+    holm_sequential,
+)
 from studies.analysis.comparison import Comparison
 from studies.config.sequential import SequentialSpec
 

@@ -2,7 +2,7 @@
 
 ``looks`` are cumulative seeds per arm (e.g. [3, 5, 8]): after the first 3 seeds of every arm
 and the baseline, each arm is tested (group-sequential one-sided paired t-test,
-:mod:`normlib.sequential`); an arm that crossed its efficacy boundary, or whose conditional
+:mod:`normlib.stats.design`); an arm that crossed its efficacy boundary, or whose conditional
 power under ``min_effect`` fell below ``futility_threshold``, stops; the others and the
 baseline run the next seeds up to the next look. A one-stage grid study takes the section at
 the top level; a two-stage study takes it as ``confirm.sequential`` (its confirm stage runs

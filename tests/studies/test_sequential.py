@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from normlib.sequential import SequentialDesign
+from normlib.stats import SequentialDesign
 from studies.analysis.comparison import compare
 from studies.analysis.outputs import run_comparison
 from studies.analysis.sequential import analyze

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from normlib.sequential import SequentialDesign
+from normlib.stats import SequentialDesign
 
 pytestmark = pytest.mark.integration
 

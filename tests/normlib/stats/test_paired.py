@@ -1,4 +1,5 @@
-"""Tests for normlib.stats: agreement with scipy, hand-checked values, defined edge cases."""
+"""normlib.stats.paired: the paired t-test and Wilcoxon against scipy, hand-checked values,
+defined edge cases and input errors."""
 
 import math
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from normlib.stats import holm, paired_ttest, power, seeds_needed, wilcoxon
+from normlib.stats.paired import paired_ttest, wilcoxon
 
 ALTERNATIVES = ("greater", "less", "two-sided")
 
@@ -217,151 +218,3 @@ def test_wilcoxon_zero_differences_defined(alternative):
     assert result.statistic == 0.0
     assert result.pvalue == 1.0
     assert result.n == 5
-
-
-# ---------------------------------------------------------------- Holm
-
-
-def test_holm_textbook_example():
-    # Sorted: 0.005, 0.01, 0.03, 0.04 with m = 4 multipliers 4, 3, 2, 1:
-    #   4 * 0.005 = 0.02, 3 * 0.01 = 0.03, 2 * 0.03 = 0.06, 1 * 0.04 = 0.04;
-    # running maximum 0.02, 0.03, 0.06, 0.06, put back in input order.
-    adjusted = holm([0.01, 0.04, 0.03, 0.005])
-    np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02], rtol=0, atol=1e-15)
-
-
-def holm_by_loop(pvalues):
-    """Step-down Holm written as a plain loop, independently of normlib."""
-    m = len(pvalues)
-    order = sorted(range(m), key=lambda index: pvalues[index])
-    adjusted = [0.0] * m
-    running_max = 0.0
-    for rank, index in enumerate(order):
-        running_max = max(running_max, (m - rank) * pvalues[index])
-        adjusted[index] = min(1.0, running_max)
-    return adjusted
-
-
-@pytest.mark.parametrize("seed", range(20))
-def test_holm_matches_loop_and_is_monotone(seed):
-    rng = np.random.default_rng(seed)
-    m = int(rng.integers(1, 15))
-    pvalues = rng.uniform(0, 1, m) ** 3  # skewed towards small p-values
-    if m > 2:
-        pvalues[1] = pvalues[0]  # a tie
-    adjusted = holm(pvalues)
-    np.testing.assert_allclose(adjusted, holm_by_loop(list(pvalues)), rtol=0, atol=1e-15)
-    assert np.all((adjusted >= 0) & (adjusted <= 1))
-    assert np.all(adjusted >= pvalues)
-    in_sorted_order = adjusted[np.argsort(pvalues, kind="stable")]
-    assert np.all(np.diff(in_sorted_order) >= 0)
-
-
-def test_holm_edge_cases():
-    assert holm([]).shape == (0,)
-    np.testing.assert_array_equal(holm([0.2]), [0.2])
-    np.testing.assert_array_equal(holm([0.0, 1.0]), [0.0, 1.0])
-    np.testing.assert_array_equal(holm([0.6, 0.9]), [1.0, 1.0])
-
-
-@pytest.mark.parametrize("bad", [math.nan, -0.1, 1.5])
-def test_holm_rejects_invalid_pvalues(bad):
-    with pytest.raises(ValueError, match=r"pvalues\[1\]"):
-        holm([0.01, bad, 0.2])
-
-
-# ---------------------------------------------------------------- power, seeds needed
-
-
-def test_seeds_needed_known_value():
-    assert seeds_needed(0.5) == 27
-    assert power(27, 0.5) >= 0.8 > power(26, 0.5)
-
-
-def test_power_formula_and_null():
-    n, d = 12, 0.7
-    critical = sps.t.ppf(0.95, n - 1)
-    expected = 1 - sps.nct.cdf(critical, n - 1, d * math.sqrt(n))
-    assert power(n, d) == pytest.approx(expected, abs=1e-12)
-    assert power(n, -d, alternative="less") == pytest.approx(expected, abs=1e-12)
-    two_sided_critical = sps.t.ppf(0.975, n - 1)
-    expected_two_sided = (
-        1
-        - sps.nct.cdf(two_sided_critical, n - 1, d * math.sqrt(n))
-        + sps.nct.cdf(-two_sided_critical, n - 1, d * math.sqrt(n))
-    )
-    assert power(n, d, alternative="two-sided") == pytest.approx(expected_two_sided, abs=1e-12)
-    for alternative in ALTERNATIVES:
-        assert power(n, 0.0, alpha=0.05, alternative=alternative) == pytest.approx(0.05)
-
-
-@pytest.mark.parametrize(
-    ("effect_size", "alternative", "alpha", "target"),
-    [
-        (0.8, "greater", 0.05, 0.8),
-        (0.3, "greater", 0.01, 0.9),
-        (-0.6, "less", 0.05, 0.8),
-        (0.5, "two-sided", 0.05, 0.8),
-        (-1.5, "two-sided", 0.05, 0.95),
-    ],
-)
-def test_seeds_needed_is_smallest_n(effect_size, alternative, alpha, target):
-    n = seeds_needed(effect_size, alpha=alpha, power=target, alternative=alternative)
-    by_scan = next(
-        k for k in range(2, 10_000) if power(k, effect_size, alpha, alternative) >= target
-    )
-    assert n == by_scan
-
-
-def test_seeds_needed_two_sided_known_value():
-    # d_z = 0.5, alpha 0.05 two-sided, power 0.8: the usual table value is 34.
-    assert seeds_needed(0.5, alternative="two-sided") == 34
-
-
-def test_seeds_needed_returns_none_beyond_max_n():
-    assert seeds_needed(0.1, max_n=50) is None
-    assert seeds_needed(0.5, max_n=27) == 27
-    assert seeds_needed(0.5, max_n=26) is None
-
-
-def test_power_stays_finite_for_large_n():
-    # scipy's nct.cdf returns NaN far in the lower tail; the power must not.
-    for n in (3000, 5000, 10_000):
-        assert power(n, 0.5, alternative="two-sided") == 1.0
-        assert 0.0 <= power(n, 0.5, alternative="less") < 1e-12
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"effect_size": 0.0}, r"effect_size must be > 0.*other way"),
-        ({"effect_size": -0.5}, r"effect_size must be > 0.*other way"),
-        ({"effect_size": 0.5, "alternative": "less"}, r"effect_size must be < 0"),
-        ({"effect_size": 0.0, "alternative": "two-sided"}, r"effect_size must be nonzero"),
-        ({"effect_size": math.nan}, r"effect_size must be finite"),
-        ({"effect_size": 0.5, "alpha": 0.0}, r"alpha"),
-        ({"effect_size": 0.5, "alpha": 1.0}, r"alpha"),
-        ({"effect_size": 0.5, "power": 1.0}, r"power"),
-        ({"effect_size": 0.5, "power": 0.0}, r"power"),
-        ({"effect_size": 0.5, "alternative": "up"}, r"'greater', 'less', 'two-sided'"),
-        ({"effect_size": 0.5, "max_n": 1}, r"max_n"),
-    ],
-)
-def test_seeds_needed_rejects_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        seeds_needed(**kwargs)
-
-
-@pytest.mark.parametrize(
-    ("args", "match"),
-    [
-        ((1, 0.5), r"n must be an integer >= 2"),
-        ((2.5, 0.5), r"n must be an integer >= 2"),
-        ((10, math.inf), r"effect_size must be finite"),
-        ((10, 0.5, 1.2), r"alpha"),
-        ((10, 0.5, 0.05, "sideways"), r"alternative"),
-    ],
-)
-def test_power_rejects_bad_arguments(args, match):
-    with pytest.raises(ValueError, match=match):
-        power(*args)
