@@ -2,9 +2,10 @@
 
 Five published methods on current PyTorch, CPU and GPU: ENorm, Riemannian BN
 optimizers (SGD-G, Adam-G), BN-init, ALI-G, and normalization in Neural ODEs
-(``normlib.ode``). normlib depends on torch and torchvision (and scipy for
-``normlib.stats``, imported on first use so that training processes skip it,
-and numba for ENorm's fused CPU kernels, imported on first use too).
+(``normlib.ode``). normlib depends on torch, torchvision and numpy (and scipy
+for ``normlib.stats``, imported on first use so that training processes skip
+it); numba, from the optional ``fast`` extra, runs ENorm's fused CPU kernels
+where it is installed (imported on first use too).
 """
 
 import importlib

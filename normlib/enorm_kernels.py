@@ -28,7 +28,8 @@ The kernels are single-threaded: ENorm uses them on CPU tensors when PyTorch
 runs with one intra-op thread (a study trial with one CPU, the benchmarks);
 with more threads PyTorch's parallel kernels are used. numba is imported and
 the kernels compiled on first use (about a second; compiled code is cached on
-disk); without numba, ``available()`` is False and ENorm uses PyTorch ops.
+disk); without numba (it comes with the ``fast`` extra), ``available()`` is
+False and ENorm uses PyTorch ops.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def kernels(request, monkeypatch):
     here, for networks of any size)."""
     threads = torch.get_num_threads()
     if request.param == "fused":
-        assert enorm_kernels.available(), "numba is a dependency of normlib"
+        assert enorm_kernels.available(), "numba comes with the dev extra (via `fast`)"
         monkeypatch.setattr(enorm_module, "FUSED_MIN_WEIGHTS", 0)
     torch.set_num_threads(1 if request.param == "fused" else 2)
     yield request.param
