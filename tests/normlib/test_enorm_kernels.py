@@ -7,6 +7,9 @@ import pytest
 
 from normlib import enorm_kernels
 
+if not enorm_kernels.available():  # CI has it (dev brings `fast`): test_enorm_without_numba
+    pytest.skip("numba (the `fast` extra) is not installed", allow_module_level=True)
+
 SHAPES = [(7, 5, 1), (6, 4, 9), (3, 1, 1), (1, 300, 1), (5, 3, 16)]
 
 
