@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 from mlflow import MlflowClient
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # `normstudy submit` without its local lease check: a submitting machine that cannot see the

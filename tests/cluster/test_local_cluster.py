@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.cluster
 
 
 def test_study_runs_on_both_nodes_and_tracks_over_http(finished_study, results_of, tmp_path):

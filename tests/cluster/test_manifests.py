@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.cluster
 
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.cluster
 
 CHROMIUM = Path("/usr/bin/chromium")  # apt-get install chromium; never a browser download
 NAME_CELL = '.ag-row [col-id="attributes.`Run Name`"]'

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import yaml
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.cluster
 
 NETS = """
 from torch import nn

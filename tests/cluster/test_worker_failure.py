@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.cluster
 
 
 def test_study_survives_the_worker_node_dying(cluster_factory, study_args, results_of, tmp_path):

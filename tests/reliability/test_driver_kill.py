@@ -6,11 +6,13 @@ first trial trains, between trials, and during the comparison that follows
 the last trial. `normstudy resume` must then finish the study: every trial of
 the spec has one result and one MLflow run (none RUNNING), trials finished
 before the kill are untouched, and the comparison is the one an uninterrupted
-run of the same spec produces.
+run of the same spec produces. The killed driver's lease is left behind and `resume`
+takes it over at once (the holder's process has ended; no timeout waited out).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -18,6 +20,7 @@ import pytest
 from reliability_kit import (
     EPOCHS,
     assert_tracked_once,
+    driver_env,
     epoch_metrics,
     result_rows,
     sqlite_uri,
@@ -70,9 +73,17 @@ def test_driver_sigkill_then_resume(moment, tmp_path, drivers, reference_study):
     else:
         assert len(finished_before) == TRIALS and not report_written, "killed too late"
 
-    resumed = drivers(["resume", "killme", "--storage", str(storage)])
+    stale = json.loads((storage / ".killme.lease").read_text())
+    assert stale["pid"] == driver.proc.pid  # left behind by the kill
+
+    # A lease timeout of an hour: the takeover must come from the holder having ended.
+    resumed = drivers(["resume", "killme", "--storage", str(storage)],
+                      driver_env(NORMSTUDY_LEASE_TIMEOUT_S="3600"))  # fmt: skip
     code = resumed.wait(300)
     assert code == 0, resumed.output[-4000:]
+    assert f"took over the lease of study 'killme' from host {stale['host']}, pid " \
+           f"{stale['pid']}" in resumed.output and "has ended" in resumed.output  # fmt: skip
+    assert not (storage / ".killme.lease").exists()  # released at the end
     # The only traceback allowed is one Ray Tune logs and survives: a kill between deleting an
     # old checkpoint (num_to_keep) and saving the experiment state makes the resumed Ray Tune
     # try to delete it again ("Error handling checkpoint ... FileNotFoundError: Path not found").

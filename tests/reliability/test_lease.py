@@ -100,23 +100,6 @@ def test_second_run_resume_and_overwrite_refused_while_a_run_holds(tmp_path, dri
     assert_complete(storage, "leased")
 
 
-def test_sigkilled_holder_lease_is_taken_over_at_once_by_resume(tmp_path, drivers):
-    storage = tmp_path / "results"
-    spec_file = write_spec(tmp_path, tiny_spec("crashed", max_concurrent=1))
-    first = drivers(["run", str(spec_file), "--storage", str(storage)])
-    wait_for(lambda: any(result_rows(storage / "crashed").values()), first, "the first epoch")
-    first.sigkill()
-    stale = json.loads((storage / ".crashed.lease").read_text())
-    assert stale["pid"] == first.proc.pid  # left behind by the kill
-    resumed = drivers(["resume", "crashed", "--storage", str(storage)],
-                      driver_env(NORMSTUDY_LEASE_TIMEOUT_S="3600"))  # fmt: skip
-    assert resumed.wait(300) == 0, resumed.output[-4000:]
-    assert f"took over the lease of study 'crashed' from host {stale['host']}, pid " \
-           f"{stale['pid']}" in resumed.output  # fmt: skip
-    assert "has ended" in resumed.output
-    assert_complete(storage, "crashed")
-
-
 def test_stale_lease_of_another_host_is_taken_over_after_the_timeout(tmp_path, drivers):
     storage = tmp_path / "results"
     storage.mkdir()

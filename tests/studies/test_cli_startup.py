@@ -9,6 +9,9 @@ import sys
 
 import pytest
 
+# A fresh interpreter per case runs the CLI: not the unit tier.
+pytestmark = pytest.mark.integration
+
 PROBE = """
 import contextlib, io, json, sys
 from studies.cli import main
