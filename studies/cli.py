@@ -137,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="do not log the report and plots to the MLflow parent run")
     compare.set_defaults(handler=cmd_compare)
 
+    best = commands.add_parser("best", help="a search's answer: the best configuration, the "
+                               "top trials, what mattered (report, plots, MLflow)")  # fmt: skip
+    best.add_argument("study", help="study name (under the results directory) or its directory")
+    best.add_argument("--top", type=int, default=10, help="configurations shown (default 10)")
+    best.add_argument("--storage", help=f"results directory (default {DEFAULT_STORAGE})")
+    best.add_argument("--no-log", action="store_true",
+                      help="do not log the answer, report and plots to the MLflow parent run")
+    best.set_defaults(handler=cmd_best)
+
     sync = commands.add_parser(
         "sync", help="upload to MLflow what it lacks of a study (after a tracking outage)"
     )
@@ -243,6 +252,9 @@ def finish(outcome) -> int:
     """Report a study that ended and compare its arms (not after an interruption)."""
     code = report(outcome)
     if code != INTERRUPTED:
+        from studies.run.answer import answers_after_run
+
+        answers_after_run(outcome)  # a search's answer: printed, saved, logged; failures warn
         compare_after_run(outcome)  # prints the table; a failure only warns
     return code
 
@@ -344,6 +356,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
             source=args.source, storage=args.storage, log=not args.no_log, require_pairs=True,
         )  # fmt: skip
         print_comparison(result)
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from studies.run.answer import answer_text, search_answer
+
+    with contextlib.nullcontext() if args.no_log else existing_study_lease(args):
+        answer = search_answer(args.study, storage=args.storage, log=not args.no_log)
+    print(answer_text(answer, top=args.top))
     return 0
 
 

@@ -231,7 +231,9 @@ def compare(
     check_options(metric, select, alpha)
     if spec.baseline is None:
         raise SpecError([("baseline", "the study has no baseline, so there is nothing to "
-                                      "compare against; add `baseline:` to the spec")])  # fmt: skip
+                                      "compare against; add `baseline:` to the spec, or see "
+                                      f"its best configuration with `normstudy best "
+                                      f"{spec.name}`")])  # fmt: skip
     mode = metric_mode(metric, spec)
     alternative = "greater" if mode == "max" else "less"
     kind = "loss" if metric.endswith("_loss") else "acc"

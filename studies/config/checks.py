@@ -19,6 +19,7 @@ from studies.config.space import (
     arms,
     assigns,
     domain_endpoints,
+    domain_values,
     explicit_arms,
     flatten_assignment,
     get_path,
@@ -27,6 +28,7 @@ from studies.config.space import (
     resolved_config,
 )
 from studies.config.spec import (
+    GridDomain,
     LogUniformDomain,
     RandIntDomain,
     StudySpec,
@@ -89,6 +91,7 @@ def check_study(spec: StudySpec) -> list[tuple[str, str]]:
                     detail = f"{sub}: {message}" if sub else message
                     problems.append((where, f"value {value!r} is invalid: {detail}"))
     problems.extend(_check_assignments(spec, base))
+    problems.extend(check_search(spec))
     if problems:
         return problems
 
@@ -109,6 +112,39 @@ def check_study(spec: StudySpec) -> list[tuple[str, str]]:
     if not problems:
         problems.extend(check_sequential(spec))
     return problems
+
+
+def check_search(spec: StudySpec) -> list[tuple[str, str]]:
+    """Problems of a random or Optuna search that cannot work: nothing to sample, a grid
+    Optuna cannot enumerate, more samples than a finite space has configurations."""
+    search = spec.search
+    if search.name == "grid":
+        return []
+    if not spec.sweep and not spec.arms:
+        return [("sweep", f"search {search.name!r} samples the swept paths and nothing is "
+                 "swept; sweep a path (e.g. optimizer.lr: {loguniform: [0.001, 1.0]}) or "
+                 "leave search out")]  # fmt: skip
+    grids = [path for path, domain in spec.sweep.items() if isinstance(domain, GridDomain)]
+    if search.name == "optuna" and grids and len(grids) == len(spec.sweep):
+        return [("search.name", f"'optuna' samples ranges and choices, and every sweep path is "
+                 f"a grid ({', '.join(grids)}); run the grid with search 'grid', or sweep a "
+                 "range (uniform, loguniform, randint) or a choice for Optuna to pick from")]
+    if not is_finite(spec) or search.num_samples == 1:
+        return []
+    combos = max(1, len(spec.arms))
+    for domain in spec.sweep.values():
+        combos *= len(domain_values(domain))
+    if search.name == "optuna" and search.num_samples > combos:
+        return [("search.num_samples", f"{search.num_samples} Optuna proposals from {combos} "
+                 "possible configurations (every sweep path is a grid or choice) would repeat "
+                 f"configurations; ask for at most {combos}, or run them all with search "
+                 "'grid'")]  # fmt: skip
+    if search.name == "random" and len(grids) == len(spec.sweep):
+        return [("search.num_samples", f"every sweep path is a grid, so each of the "
+                 f"{search.num_samples} samples would run the same {combos} configuration(s) "
+                 "on the same seeds again; use search 'grid' (more seeds for repeats), or "
+                 "sweep a range or a choice to sample from")]  # fmt: skip
+    return []
 
 
 def _invalid(spec: StudySpec, where: str, values: dict[str, Any]) -> list[tuple[str, str]]:

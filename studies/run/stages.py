@@ -3,10 +3,11 @@
 A spec with a ``confirm`` section is the *search* stage (Optuna, random or grid;
 usually one seed, selecting on the validation metric, ASHA allowed). When it ends,
 its arms are ranked by the study metric at the last epoch (mean over seeds; trials
-that ran every epoch rank before trials ASHA stopped early, diverged and errored
-trials do not rank) and the ``top_k`` best, plus the baseline arm, become the
-explicit ``arms`` of the *confirm* stage: a grid study named ``<name>-confirm``
-next to the search study, run on ``confirm.seeds`` and judged on
+that ran every epoch rank before trials ASHA stopped early, the longer-running first;
+diverged and errored trials do not rank; ties go to the arm proposed first: the ranking
+of the search's answer, :mod:`studies.analysis.search`) and the ``top_k`` best, plus the
+baseline arm, become the explicit ``arms`` of the *confirm* stage: a grid study named
+``<name>-confirm`` next to the search study, run on ``confirm.seeds`` and judged on
 ``confirm.metric`` (the test split by default). The comparison runs on the confirm
 stage. Both stages log to the same MLflow experiment, tagged ``normstudy.stage``.
 With ``confirm.sequential`` the confirm stage runs look by look (:mod:`studies.run.sequential`).
@@ -14,34 +15,23 @@ With ``confirm.sequential`` the confirm stage runs look by look (:mod:`studies.r
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Any
 
+from studies.analysis.search import summarize
 from studies.analysis.trials import trials_from_results
 from studies.config.load import parse_config
 from studies.config.space import assigns, confirm_baseline, confirm_name, resolved_config
 from studies.config.spec import StudySpec
+from studies.store.results import trial_numbers, trial_statuses
 
 
 def rank_arms(search: StudySpec, folder: Path) -> list[tuple[dict[str, Any], float]]:
-    """The search stage's arms, best first, with their mean metric at the last epoch."""
-    metric, sign = search.metric.name, 1.0 if search.metric.mode == "max" else -1.0
-    scores: dict[str, list[float]] = {}
-    values: dict[str, dict[str, Any]] = {}
-    complete: dict[str, bool] = {}
-    for trial in trials_from_results(folder, search):
-        history = trial.history.get(metric, {})
-        if trial.status == "diverged" or not history or max(history) != trial.last_epoch:
-            continue  # diverged, or no metric at its last epoch (errored)
-        scores.setdefault(trial.arm, []).append(history[trial.last_epoch])
-        values[trial.arm] = trial.arm_values
-        finished = trial.status == "finished"
-        complete[trial.arm] = complete.get(trial.arm, True) and finished
-    ranked = sorted(
-        scores, key=lambda arm: (not complete[arm], -sign * statistics.fmean(scores[arm]))
-    )
-    return [(values[arm], statistics.fmean(scores[arm])) for arm in ranked]
+    """The search stage's arms, best first, with their mean metric at the last epoch: the
+    ranking of the search's answer (:func:`studies.analysis.search.summarize`)."""
+    answer = summarize(trials_from_results(folder, search), search, trial_statuses(folder),
+                       trial_numbers(folder))  # fmt: skip
+    return [(config.values, config.mean) for config in answer.ranking]
 
 
 def confirm_spec(search: StudySpec, folder: Path) -> tuple[StudySpec, list[float]]:

@@ -116,22 +116,42 @@ def trial_statuses(folder: str | Path) -> dict[str, str]:
     return statuses
 
 
-def _statuses(folder: Path) -> dict[str, str]:
+def _state_trials(folder: Path) -> list[dict[str, Any]]:
+    """The trials of the newest experiment state in ``folder`` (Ray Tune's own fields)."""
     states = sorted(folder.glob("experiment_state-*.json"))
     if not states:
-        return {}
+        return []
     try:
         data = json.loads(states[-1].read_text())
     except (OSError, json.JSONDecodeError):
-        return {}
-    statuses = {}
+        return []
+    trials = []
     for entry in data.get("trial_data", []):
         try:
             trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
-            statuses[str(trial["trial_id"])] = str(trial["status"])
-        except (KeyError, IndexError, TypeError, json.JSONDecodeError):
+        except (IndexError, TypeError, json.JSONDecodeError):
             continue
-    return statuses
+        if isinstance(trial, dict) and "trial_id" in trial:
+            trials.append(trial)
+    return trials
+
+
+def _statuses(folder: Path) -> dict[str, str]:
+    return {str(t["trial_id"]): str(t.get("status")) for t in _state_trials(folder)}
+
+
+def trial_numbers(folder: str | Path) -> dict[str, int]:
+    """Trial id -> its number in the order Ray Tune created the study's trials (1, 2, ...;
+    the order a searcher proposed them), from the experiment state: Ray Tune's
+    ``experiment_tag`` starts with its counter (from 0 or 1, by searcher), which a resumed
+    experiment goes on counting."""
+    counters: dict[str, int] = {}
+    for trial in _state_trials(Path(folder)):
+        head = str(trial.get("experiment_tag", "")).split("_", 1)[0]
+        if head.isdigit():
+            counters[str(trial["trial_id"])] = int(head)
+    ordered = sorted(counters, key=lambda trial_id: (counters[trial_id], trial_id))
+    return {trial_id: number for number, trial_id in enumerate(ordered, 1)}
 
 
 def outcome_counts(folder: str | Path, epochs: int) -> dict[str, int]:
