@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -73,7 +73,7 @@ class AliG(Optimizer):
 
     def __init__(
         self,
-        params,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
         max_lr: float | None = None,
         momentum: float = 0,
         projection_fn: Callable[[], Any] | None = None,
@@ -114,7 +114,7 @@ class AliG(Optimizer):
             self.projection_fn()
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None):
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One ALI-G step; ``closure()`` returns the current loss (float or 0-d tensor)."""
         if closure is None:
             raise ValueError(
@@ -160,7 +160,7 @@ class AliG(Optimizer):
                     )
         for same in _by_device_and_dtype(params):
             steps = [gamma.to(same[0])] * len(same)
-            grads = [p.grad for p in same]
+            grads = [p.grad for p in same if p.grad is not None]  # all: params have one
             torch._foreach_addcmul_(same, grads, steps, value=-1)  # w <- w - gamma g
             if mu == 0:
                 continue
@@ -174,7 +174,7 @@ class AliG(Optimizer):
                 torch._foreach_add_(same, z, alpha=mu)  # w <- w + mu z
 
 
-def _stacked(scalars: list[torch.Tensor]) -> torch.Tensor:
+def _stacked(scalars: Sequence[torch.Tensor]) -> torch.Tensor:
     """0-d tensors as one vector, on the first one's device, in their promoted dtype."""
     dtype = functools.reduce(torch.promote_types, (s.dtype for s in scalars))
     return torch.stack([s.to(scalars[0].device, dtype) for s in scalars])

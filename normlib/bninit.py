@@ -16,6 +16,8 @@ in the paper), with no weight decay on any 1-D parameter.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -40,8 +42,10 @@ def _check_bn_weight(bn_weight: float) -> float:
     return float(bn_weight)
 
 
-class _ScaleInit:
+class _ScaleInit(_BatchNorm):
     """Mixin: after the usual BatchNorm reset, set gamma to ``self.bn_weight``."""
+
+    bn_weight: float
 
     def reset_parameters(self) -> None:
         super().reset_parameters()  # running stats reset, gamma 1, beta 0
@@ -129,7 +133,7 @@ def bn_param_groups(
     if not c >= 1:
         raise ValueError(f"c must be >= 1 (BN scales get lr / c), got {c!r}")
 
-    groups = {
+    groups: dict[str, dict[str, Any]] = {
         "bn_scale": {"params": [], "lr": lr / c, "weight_decay": 0.0},
         "no_decay": {"params": [], "lr": lr, "weight_decay": 0.0},
         "decay": {"params": [], "lr": lr, "weight_decay": weight_decay},

@@ -51,7 +51,8 @@ def _kernels() -> SimpleNamespace | None:
     jit = numba.njit(fastmath={"reassoc"}, nogil=True, cache=True)
 
     @jit
-    def sums_of_squares(w, rows, columns, blocks):
+    def sums_of_squares(w: np.ndarray, rows: np.ndarray, columns: np.ndarray,
+                        blocks: np.ndarray) -> None:
         out, units, group = w.shape
         flat = w.reshape(out, units * group)
         blocks[:] = 0
@@ -69,7 +70,7 @@ def _kernels() -> SimpleNamespace | None:
             columns[j] = acc
 
     @jit
-    def sums_of_row_squares(w, rows):
+    def sums_of_row_squares(w: np.ndarray, rows: np.ndarray) -> None:
         for i in range(w.shape[0]):
             acc = 0.0
             for j in range(w.shape[1]):
@@ -77,7 +78,8 @@ def _kernels() -> SimpleNamespace | None:
             rows[i] = acc
 
     @jit
-    def balance_rows(w, right, c_factor, left, d, inverse):
+    def balance_rows(w: np.ndarray, right: np.ndarray, c_factor: float, left: np.ndarray,
+                     d: np.ndarray, inverse: np.ndarray) -> None:
         out, units, group = w.shape
         flat = w.reshape(out, units * group)
         for i in range(out):
@@ -95,7 +97,8 @@ def _kernels() -> SimpleNamespace | None:
                 flat[i, j] *= f
 
     @jit
-    def scale(w, rows, columns, blocks):
+    def scale(w: np.ndarray, rows: np.ndarray, columns: np.ndarray,
+              blocks: np.ndarray) -> None:
         out, units, group = w.shape
         for j in range(units):
             for g in range(group):
@@ -115,25 +118,33 @@ def available() -> bool:
     return _kernels() is not None
 
 
+def _loaded() -> SimpleNamespace:
+    """The compiled kernels; ImportError naming the extra where numba is missing."""
+    kernels = _kernels()
+    if kernels is None:
+        raise ImportError("normlib.enorm_kernels needs numba: pip install 'normstudy[fast]'")
+    return kernels
+
+
 def sums_of_squares(w: np.ndarray, rows: np.ndarray, columns: np.ndarray,
                     blocks: np.ndarray) -> None:
     """rows[i] = l^2_i and columns[j] = r^2_j of ``w`` (out, units, group);
     ``blocks`` (units * group) is scratch."""
-    _kernels().sums(w, rows, columns, blocks)
+    _loaded().sums(w, rows, columns, blocks)
 
 
 def sums_of_row_squares(w: np.ndarray, rows: np.ndarray) -> None:
     """rows[i] = l^2_i of ``w`` (out, units, group)."""
-    _kernels().row_sums(w.reshape(w.shape[0], -1), rows)
+    _loaded().row_sums(w.reshape(w.shape[0], -1), rows)
 
 
 def balance_rows(w: np.ndarray, right: np.ndarray, c: float, left: np.ndarray, d: np.ndarray,
                  inverse: np.ndarray) -> None:
     """Given r^2 (``right``), write l^2, d and 1/d of the rows of ``w`` (out, units, group)
     into ``left``, ``d``, ``inverse`` and scale each row by its d, in place."""
-    _kernels().balance_rows(w, right, c**-0.5, left, d, inverse)
+    _loaded().balance_rows(w, right, c**-0.5, left, d, inverse)
 
 
 def scale(w: np.ndarray, rows: np.ndarray, columns: np.ndarray, blocks: np.ndarray) -> None:
     """w[i, j, g] *= rows[i] * columns[j], in place; ``blocks`` (units * group) is scratch."""
-    _kernels().scale(w, rows, columns, blocks)
+    _loaded().scale(w, rows, columns, blocks)

@@ -47,14 +47,15 @@ class _Arrays:
     """numpy views (shared memory) of a layer's weight and slots, for ``enorm_kernels``.
 
     The weight is seen as (out, units, group). A side the layer lacks (or a
-    rescale leaves alone) reads ones; the row sums of a layer without rows go
-    to a spare buffer; ``blocks`` (units * group) is the kernels' scratch.
+    rescale leaves alone) reads ones; the row sums of a layer without rows (and
+    the column sums of a layer without columns) go to a spare buffer; ``blocks``
+    (units * group) is the kernels' scratch.
     """
 
     weight: np.ndarray
     blocks: np.ndarray
     left: np.ndarray
-    right: np.ndarray | None
+    right: np.ndarray
     sent: np.ndarray | None  # r^2 of pair k (what its rows' units send), for balance_rows
     rows: tuple[np.ndarray, np.ndarray]  # (d, 1/d) of pair k, or ones
     cols: tuple[np.ndarray, np.ndarray]  # (1/d, d) of pair k - 1, or ones
@@ -70,20 +71,22 @@ class _Arrays:
             return None
         out, units = view.shape[0], layer.units
         numpy_dtype = slots.squares.numpy().dtype
-        sent = None if sent is None else sent.numpy()
         ones = (np.ones(out, numpy_dtype), np.ones(units, numpy_dtype))
         return cls(
             weight=view.detach().numpy().reshape(out, units, layer.group),
             blocks=np.empty(units * layer.group, numpy_dtype),
             left=slots.left.numpy() if slots.left is not None else np.empty_like(ones[0]),
-            right=None if slots.right is None else slots.right.numpy(),
-            sent=sent,
-            rows=(ones[0],) * 2 if slots.rows is None else tuple(f.numpy() for f in slots.rows[:2]),
-            cols=(ones[1],) * 2 if slots.cols is None else tuple(f.numpy() for f in slots.cols),
+            right=slots.right.numpy() if slots.right is not None else np.empty_like(ones[1]),
+            sent=None if sent is None else sent.numpy(),
+            rows=(ones[0],) * 2 if slots.rows is None else (slots.rows[0].numpy(),
+                                                             slots.rows[1].numpy()),
+            cols=(ones[1],) * 2 if slots.cols is None else (slots.cols[0].numpy(),
+                                                             slots.cols[1].numpy()),
             ones=ones,
         )
 
-    def factors(self, rows: bool, cols: bool):
+    def factors(self, rows: bool, cols: bool) -> tuple[tuple[np.ndarray, np.ndarray],
+                                                       tuple[np.ndarray, np.ndarray]]:
         """(row, column) factors for the weight, then for its momentum buffer."""
         row = self.rows if rows else (self.ones[0],) * 2
         col = self.cols if cols else (self.ones[1],) * 2
@@ -165,22 +168,24 @@ class Workspace:
                 enorm_kernels.sums_of_row_squares(arrays.weight, arrays.left)
             return
         w = slots.weight if slots.weight.dtype == self.dtype else slots.weight.to(self.dtype)
-        if p == 2 and cols:
+        left = slots.left if rows else None  # rows are asked only of a layer that has them
+        right = slots.right if cols else None
+        if p == 2 and right is not None:
             squares = torch.mul(w, w, out=slots.squares)  # half the time of torch.square
             if w.dim() == 2:
-                if rows:
-                    _sum_into(slots.left, squares, 1)
-                _sum_into(slots.right, squares, 0)
+                if left is not None:
+                    _sum_into(left, squares, 1)
+                _sum_into(right, squares, 0)
                 return
-            if rows:
-                _sum_into(slots.left, squares, (1, 2))
-            _sum_into(slots.right, squares.sum(0), 1)
+            if left is not None:
+                _sum_into(left, squares, (1, 2))
+            _sum_into(right, squares.sum(0), 1)
             return
-        if rows:
+        if left is not None:
             flat = w.flatten(1) if w.is_contiguous() else w  # one contiguous reduction per row
-            _squared_norm_into(slots.left, flat, p, tuple(range(1, flat.dim())))
-        if cols:
-            _squared_norm_into(slots.right, w, p, (0, 2) if w.dim() == 3 else 0)
+            _squared_norm_into(left, flat, p, tuple(range(1, flat.dim())))
+        if right is not None:
+            _squared_norm_into(right, w, p, (0, 2) if w.dim() == 3 else 0)
 
     def _fused(self, k: int) -> _Arrays | None:
         """Layer k's arrays if the fused kernels run now (CPU, PyTorch on one thread)."""
@@ -191,7 +196,7 @@ class Workspace:
         and the rows scaled by d, in one pass over the weight; False (nothing done) where
         the kernels do not apply."""
         arrays = self._fused(k)
-        if p != 2 or arrays is None:
+        if p != 2 or arrays is None or arrays.sent is None:  # sent: every layer with rows
             return False
         enorm_kernels.balance_rows(arrays.weight, arrays.sent, c, arrays.left, *arrays.rows)
         return True
@@ -206,8 +211,8 @@ class Workspace:
         d.masked_fill_((left > 0).logical_and_(right > 0).logical_not_(), 1.0)
         torch.reciprocal(d, out=self.inverse[span])
 
-    def rescale(self, k: int, layer: Layer, optimizer, rows: bool, cols: bool,
-                weight: bool = True) -> None:
+    def rescale(self, k: int, layer: Layer, optimizer: torch.optim.Optimizer | None,
+                rows: bool, cols: bool, weight: bool = True) -> None:
         """W_k <- diag(d_k) W_k diag(1/d_(k-1)) (the sides asked for; the weight itself
         only if ``weight``), and its momentum buffer with the inverse factors (weight * d
         -> buffer / d).
@@ -220,8 +225,8 @@ class Workspace:
         weights'). A balanced bias takes the row factor.
         """
         slots = self.slots[k]
-        row = slots.rows if rows else None
-        col = slots.cols if cols else None
+        row: tuple[torch.Tensor, ...] | None = slots.rows if rows else None
+        col: tuple[torch.Tensor, ...] | None = slots.cols if cols else None
         if not slots.home:
             device = slots.weight.device
             row = row and tuple(f.to(device) for f in row)
@@ -234,8 +239,8 @@ class Workspace:
             if weight:
                 enorm_kernels.scale(arrays.weight, *for_weight, arrays.blocks)
             if buffer is not None and buffer.dtype == self.dtype and buffer.is_contiguous():
-                buffer = buffer.numpy().reshape(arrays.weight.shape)
-                enorm_kernels.scale(buffer, *for_buffer, arrays.blocks)
+                array = buffer.numpy().reshape(arrays.weight.shape)
+                enorm_kernels.scale(array, *for_buffer, arrays.blocks)
                 buffer = None
         elif weight:
             if row is not None:
@@ -254,19 +259,22 @@ class Workspace:
                 buffer.mul_(row[1])
 
 
-def storage_key(weights: list[torch.Tensor]) -> tuple:
+def storage_key(weights: list[torch.Tensor]) -> tuple[tuple[int, torch.dtype], ...]:
     """Where and how the weights are stored now; a workspace is valid while it holds."""
     return tuple((w.data_ptr(), w.dtype) for w in weights)
 
 
-def _sum_into(out: torch.Tensor, t: torch.Tensor, dims) -> None:
+def _sum_into(out: torch.Tensor, t: torch.Tensor, dims: int | tuple[int, ...]) -> None:
+    """out = the sums of ``t`` over ``dims``, written in place (copied across devices)."""
     if out.device == t.device:
         torch.sum(t, dims, out=out)
     else:
         out.copy_(t.sum(dims))
 
 
-def _squared_norm_into(out: torch.Tensor, t: torch.Tensor, p: float, dims) -> None:
+def _squared_norm_into(out: torch.Tensor, t: torch.Tensor, p: float,
+                       dims: int | tuple[int, ...]) -> None:
+    """out = the p-norms of ``t`` over ``dims``, squared, in place."""
     if out.device == t.device:
         torch.linalg.vector_norm(t, ord=p, dim=dims, out=out)
     else:
@@ -274,7 +282,9 @@ def _squared_norm_into(out: torch.Tensor, t: torch.Tensor, p: float, dims) -> No
     out.square_()
 
 
-def _momentum_buffer(optimizer: torch.optim.Optimizer | None, param: torch.Tensor):
+def _momentum_buffer(optimizer: torch.optim.Optimizer | None,
+                     param: torch.Tensor) -> torch.Tensor | None:
+    """SGD's momentum buffer of ``param``, None before the first step or without one."""
     if optimizer is None:
         return None
     state = optimizer.state.get(param)  # .get: never create state entries

@@ -35,6 +35,7 @@ Linear.
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -146,7 +147,7 @@ def odenet(
         make_norm(norm_stem, inplanes, instance_affine),
         make_activation(act_stem),
     )
-    shared = {"conv_bias": conv_bias, "instance_affine": instance_affine}
+    shared: dict[str, Any] = {"conv_bias": conv_bias, "instance_affine": instance_affine}
     res_options = {"norm": norm_res, "param_norm": param_norm_res, "activation": act_res,
                    **shared}
     ode_options = {"norm": norm_ode, "param_norm": param_norm_ode, "activation": act_ode,

@@ -44,6 +44,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -89,7 +91,7 @@ ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 _INSTALL_HINT = "pip install normstudy[ode]"
 
 
-def _torchdiffeq():
+def _torchdiffeq() -> ModuleType | None:
     """The torchdiffeq module, or None when it is not installed."""
     try:
         import torchdiffeq
@@ -141,7 +143,7 @@ def _materialize_parametrizations(func: VectorField) -> None:
         return
     for module in func.modules():
         if parametrize.is_parametrized(module):
-            for name in module.parametrizations:
+            for name in cast(nn.ModuleDict, module.parametrizations):
                 getattr(module, name)
 
 
@@ -182,8 +184,12 @@ def _exact_recomputation(func: VectorField) -> Iterator[None]:
 
 def _adaptive(func: VectorField, z0: Tensor, method: str, t0: float, t1: float,
               rtol: float, atol: float) -> Tensor:
+    """z(t1) by torchdiffeq's adaptive ``method``."""
+    torchdiffeq = _torchdiffeq()
+    if torchdiffeq is None:  # check_solver refuses such a method before any work
+        raise ImportError(f"ODE solver {method!r} needs torchdiffeq: {_INSTALL_HINT}")
     times = torch.tensor([t0, t1], dtype=z0.dtype, device=z0.device)
-    return _torchdiffeq().odeint(func, z0, times, rtol=rtol, atol=atol, method=method)[-1]
+    return torchdiffeq.odeint(func, z0, times, rtol=rtol, atol=atol, method=method)[-1]
 
 
 def odeint_fixed(
@@ -216,7 +222,8 @@ def odeint_fixed(
         def step(t: Tensor, z: Tensor) -> Tensor:
             return _rk_step(func, tableau, t, z, h)
 
-        def contexts() -> tuple[contextlib.AbstractContextManager, ...]:
+        def contexts() -> tuple[contextlib.AbstractContextManager[Any],
+                                contextlib.AbstractContextManager[Any]]:
             return contextlib.nullcontext(), _exact_recomputation(func)
 
         z = z0

@@ -23,6 +23,7 @@ authors' code).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -93,7 +94,7 @@ class _SphereOptimizer(Optimizer):
             raise ValueError(f"{where} Grassmann parameters need >= 1 dim (rows), got a 0-d one")
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One step for every group; returns ``closure()`` (evaluated with grad) if given."""
         loss = None
         if closure is not None:
@@ -136,7 +137,7 @@ class _SphereOptimizer(Optimizer):
         new rows and buffers copied back. At omega = 0 no Gram matrix is formed.
         """
         y, _ = unit_rows(_stack_rows(params))  # a new tensor: the parameter can take y_new
-        g = _stack_rows([p.grad for p in params])
+        g = _stack_rows([p.grad for p in params if p.grad is not None])  # all have one
         if group["omega"] != 0:
             g = add_orthogonality_grad(g, y, group["omega"])
         h = project_tangent(y, g)  # a new tensor, clipped in place
@@ -152,7 +153,8 @@ class _SphereOptimizer(Optimizer):
     def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
         state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
 
-    def _move(self, y, h, states, group, into) -> torch.Tensor:
+    def _move(self, y: torch.Tensor, h: torch.Tensor, states: list[dict[str, Any]],
+              group: dict[str, Any], into: torch.Tensor | None) -> torch.Tensor:
         """Update the momenta in ``states`` and return the new unit rows (batched like y),
         written into ``into`` when it is a tensor."""
         raise NotImplementedError
@@ -219,23 +221,24 @@ class SGDG(_SphereOptimizer):
 
     def __init__(
         self,
-        params,
-        lr=required,
-        momentum=0,
-        dampening=0,
-        weight_decay=0,
-        nesterov=False,
-        grassmann=False,
-        omega=0,
-        grad_clip=None,
-    ):
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: Any = required,  # a float; torch's `required` marker where a group must give it
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        grassmann: bool = False,
+        omega: float = 0,
+        grad_clip: float | None = None,
+    ) -> None:
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
             nesterov=nesterov, grassmann=grassmann, omega=omega, grad_clip=grad_clip,
         )
         super().__init__(params, defaults)
 
-    def _move(self, y, h, states, group, into):
+    def _move(self, y: torch.Tensor, h: torch.Tensor, states: list[dict[str, Any]],
+              group: dict[str, Any], into: torch.Tensor | None) -> torch.Tensor:
         buffers = _Buffers(states, "momentum_buffer")
         m = buffers.tensor
         m.mul_(group["momentum"]).sub_(h, alpha=group["lr"])
@@ -264,18 +267,18 @@ class AdamG(_SphereOptimizer):
 
     def __init__(
         self,
-        params,
-        lr=required,
-        momentum=0,
-        dampening=0,
-        weight_decay=0,
-        nesterov=False,
-        grassmann=False,
-        beta2=0.99,
-        epsilon=1e-8,
-        omega=0,
-        grad_clip=None,
-    ):
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: Any = required,  # a float; torch's `required` marker where a group must give it
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        grassmann: bool = False,
+        beta2: float = 0.99,
+        epsilon: float = 1e-8,
+        omega: float = 0,
+        grad_clip: float | None = None,
+    ) -> None:
         defaults = dict(
             lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
             nesterov=nesterov, grassmann=grassmann, beta2=beta2, epsilon=epsilon, omega=omega,
@@ -283,7 +286,7 @@ class AdamG(_SphereOptimizer):
         )
         super().__init__(params, defaults)
 
-    def _validate_group(self, group, index):
+    def _validate_group(self, group: dict[str, Any], index: int) -> None:
         super()._validate_group(group, index)
         if not group["grassmann"]:
             return
@@ -296,12 +299,13 @@ class AdamG(_SphereOptimizer):
         if not _is_number(eps) or eps <= 0:
             raise ValueError(f"{where} epsilon must be a number > 0, got epsilon={eps!r}")
 
-    def _init_state(self, p, state):
+    def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
         super()._init_state(p, state)
         state["row_sq_avg"] = p.new_zeros(p.shape[0], 1)
         state["step"] = 0
 
-    def _move(self, y, h, states, group, into):
+    def _move(self, y: torch.Tensor, h: torch.Tensor, states: list[dict[str, Any]],
+              group: dict[str, Any], into: torch.Tensor | None) -> torch.Tensor:
         b1, b2 = group["momentum"], group["beta2"]
         for state in states:  # a bucket shares its step count
             state["step"] += 1
