@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, data_here: bool = True):
     from studies.trial.validation import load_spec  # torch: only commands that read a spec
 
     overrides = list(args.overrides)
@@ -167,7 +167,7 @@ def _load(args: argparse.Namespace):
         overrides.append(f"tracking.uri={uri}")
     if getattr(args, "code", None):
         overrides.append(f"code={Path(args.code).expanduser().resolve()}")
-    return load_spec(args.spec, overrides, smoke=args.smoke)
+    return load_spec(args.spec, overrides, smoke=args.smoke, data_here=data_here)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -189,10 +189,17 @@ def trial_count(spec) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    spec = _load(args)
+    remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
+    spec = _load(args, data_here=not remote)  # a cluster's nodes read the data, not this one
     check_storage(spec.storage)  # before Ray starts or anything is written
-    from studies.run.runner import run_study  # lazily, here and below: Ray loads only if needed
+    from studies.run.resources import preflight  # lazily, here and below: Ray loads only if needed
+    from studies.trial.validation import missing_data
 
+    for problem in missing_data(spec) if remote else []:
+        print("normstudy: warning: on this machine (the cluster's trials read the data on "
+              f"their nodes, whose disks the driver cannot look at): {problem}", file=sys.stderr)
+    preflight(spec, args.address)  # a trial fits this machine; downloads: exit 2, nothing written
+    from studies.run.runner import run_study
     with study_lease(spec.storage, spec.name, args):  # one driver per study (store/lease.py)
         print(f"[normstudy] study {spec.name!r}: {trial_count(spec)}")
         outcome = run_study(spec, address=args.address, overwrite=args.overwrite)
@@ -302,24 +309,19 @@ def report(outcome) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     if args.components:
         return list_components()
-    from studies.analysis.costs import gpu_hours
+    from studies.store.cache import cached
     from studies.store.lease import read_lease
     from studies.store.results import outcome_counts
-    from studies.trial.validation import load_spec
 
     print("Catalog studies (normstudy run NAME; GPU-h: estimated H100 hours, "
           "studies/analysis/costs.py):")
     print(f"  {'study':<28} {'trials':>6} {'GPU-h':>7}  description")
     for name in catalog_names():
-        data = read_yaml(resolve_spec_path(name))
+        path = resolve_spec_path(name)
+        data = read_yaml(path)
         description = " ".join(str(data.get("description", "")).split())
-        try:
-            spec = load_spec(name)
-            search, confirm = total_trials(spec)
-            trials = f"{search}+{confirm}" if confirm else str(search)
-            hours = f"{gpu_hours(spec):.1f}"
-        except SpecError:
-            trials, hours = "?", "?"
+        trials, hours = cached("catalog-row", [name, path.read_text(encoding="utf-8")],
+                               lambda name=name: catalog_row(name))  # fmt: skip
         print(f"  {name:<28} {trials:>6} {hours:>7}  {description[:80]}")
     storage = Path(args.storage)
     studies = study_folders(storage)
@@ -334,6 +336,20 @@ def cmd_list(args: argparse.Namespace) -> int:
             summary = f"running ({holder.host}, pid {holder.pid}); {summary}"
         print(f"  {folder.name:<28} {summary}")
     return 0
+
+
+def catalog_row(name: str) -> tuple[str, str]:
+    """A catalog study's trial count and estimated GPU-hours ("?" where its spec does not
+    validate here); torch builds the model, so `list` reads it from the cache when it can."""
+    from studies.analysis.costs import gpu_hours
+    from studies.trial.validation import load_spec
+
+    try:
+        spec = load_spec(name)
+    except SpecError:
+        return "?", "?"
+    search, confirm = total_trials(spec)
+    return (f"{search}+{confirm}" if confirm else str(search)), f"{gpu_hours(spec):.1f}"
 
 
 def list_components() -> int:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from studies.config.checks import check_study
+from studies.config.roots import DEFAULT_ROOT, resolve_roots
 from studies.config.secrets import mask_value
 from studies.config.smoke import shrink
 from studies.config.spec import SpecError, StudySpec, format_pydantic_errors
@@ -91,12 +92,17 @@ def parse_config(data: dict[str, Any]) -> StudySpec:
 
 def read_spec(spec: str | Path, overrides: list[str] | None = None,
               smoke: bool = False) -> dict[str, Any]:  # fmt: skip
-    """A spec file or catalog name as data: read, overridden, shrunk (``smoke``)."""
+    """A spec file or catalog name as data: read, overridden, data roots made absolute
+    (:mod:`studies.config.roots`), shrunk (``smoke``)."""
     path = resolve_spec_path(spec)
     data = read_yaml(path)
     if isinstance(data.get("code"), str):  # a code folder is relative to the spec file
         data["code"] = str((path.parent / Path(data["code"]).expanduser()).resolve())
+    if path.resolve().parent != CATALOG_DIR:  # a spec file's data roots: relative to it
+        resolve_roots(data, path.parent)
     data = apply_overrides(data, overrides or [])
+    cwd = Path.cwd()  # roots of --set and of catalog studies, and the default ./data
+    resolve_roots(data, cwd, default=cwd / DEFAULT_ROOT)
     return shrink(data) if smoke else data
 
 

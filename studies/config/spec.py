@@ -53,6 +53,15 @@ class SpecError(ValueError):
         super().__init__("invalid study spec:\n" + "\n".join(lines))
 
 
+class CannotStart(SpecError):
+    """A valid spec that cannot start here (resources no node has, a download that failed):
+    exit 2 like a SpecError, in one line, ``field: message``."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__([(field, message)])
+        self.args = (f"cannot start the study: {field}: {message}",)
+
+
 def _at_least_one(values: list[Any]) -> list[Any]:
     if not values:
         raise ValueError("needs at least one value")
@@ -119,6 +128,10 @@ class SchedulerSpec(Strict):
     reduction_factor: float = Field(2.0, gt=1)
 
 
+DEFAULT_WAIT_S = 600.0
+RAY_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")  # Ray's own names
+
+
 class ResourcesSpec(Strict):
     cpu: PositiveFloat = 1.0
     gpu: NonNegativeFloat = 0.0
@@ -126,6 +139,23 @@ class ResourcesSpec(Strict):
         None, description="memory one trial may use (Ray schedules by it); default: the "
         "driver machine's memory, against which validation checks model and batch sizes",
     )
+    custom: dict[str, PositiveFloat] = Field(
+        default_factory=dict, description="Ray custom resources per trial, e.g. {a100: 1}: "
+        "trials run only on nodes started with them (ray start --resources)",
+    )
+    wait_s: PositiveFloat = Field(
+        DEFAULT_WAIT_S, description="seconds a study waits with no trial running (a cluster "
+        "without the resources yet) before it stops like Ctrl-C; resume continues it",
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _not_builtin(cls, custom: dict[str, float]) -> dict[str, float]:
+        for name in custom:
+            if name in RAY_RESOURCES or name.lower() in ("cpu", "gpu") or ":" in name:
+                raise ValueError(f"{name!r} is not a custom resource; use resources.cpu, "
+                                 "resources.gpu or resources.memory_gb")  # fmt: skip
+        return custom
 
 
 class TrackingSpec(Strict):

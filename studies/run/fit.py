@@ -15,6 +15,7 @@ from studies.config.spec import SpecError, StudySpec
 from studies.run.callbacks import KeepResultRows, MLflowTrialCallback
 from studies.run.guard import StudyFolderGuard, was_deleted
 from studies.run.progress import ProgressCallback
+from studies.run.resources import watch_of
 from studies.run.tune import (
     param_space,
     results_logger,
@@ -30,10 +31,12 @@ from studies.store.tracker import StudyTracker
 
 def callbacks(spec: StudySpec, total: int) -> list:
     """The trials' result.json, MLflow mirroring (the tracker of ``spec``: its parent run, its
-    arm labels), progress of ``total`` trials, the study-folder guard and the result rows of
+    arm labels), progress of ``total`` trials (which stops a study waiting for resources
+    longer than ``resources.wait_s``), the study-folder guard and the result rows of
     restarted trials."""
     tracker = StudyTracker(spec, tracking_uri(spec))
-    return [results_logger(), MLflowTrialCallback(tracker), ProgressCallback(total),
+    progress = ProgressCallback(total, watch=watch_of(spec))  # waits at most resources.wait_s
+    return [results_logger(), MLflowTrialCallback(tracker), progress,
             StudyFolderGuard(), KeepResultRows()]
 
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import sys
 import time
+from pathlib import Path
 
 from ray.tune import Callback
 
+from studies.run.resources import ResourceWatch
+from studies.store.results import error_cause
+
 DONE = ("TERMINATED", "ERROR")
 WINDOW = 50  # trial ends the ETA's rate is measured over
+IDLE_NOTE_S = 5.0  # no trial running this long with trials left: the line says it waits
 
 
 class ProgressCallback(Callback):
@@ -22,10 +29,19 @@ class ProgressCallback(Callback):
     Counts are kept from the trial events, so nothing here scans the trial list per trial
     or per step: the list is read once, at the first step (a resumed study's finished
     trials).
+
+    With a ``watch`` (:class:`studies.run.resources.ResourceWatch`), a study with no trial
+    running says what it waits for ("waiting for resources: 1 GPU per trial, the cluster has
+    0 now") and, once ``watch.wait_s`` seconds have passed so, stops like Ctrl-C (Ray Tune
+    saves its state; ``normstudy resume`` continues it). An errored or retried trial's line
+    carries its cause; the traceback stays in its ``error.txt``.
     """
 
-    def __init__(self, total: int, every: float = 15.0, stream=None, window: int = WINDOW):
-        self.total, self.every, self.stream = total, every, stream
+    def __init__(self, total: int, every: float = 15.0, stream=None, window: int = WINDOW,
+                 watch: ResourceWatch | None = None):  # fmt: skip
+        self.total, self.every, self.stream, self.watch = total, every, stream, watch
+        self._idle_since: float | None = None  # since when no trial has been running
+        self.stopped_waiting = False
         self._started = None
         self._last = 0.0
         self._ends = RecentRate(window)
@@ -36,10 +52,10 @@ class ProgressCallback(Callback):
         self._counted = False
 
     def __getstate__(self):
-        return {"total": self.total, "every": self.every}
+        return {"total": self.total, "every": self.every, "watch": self.watch}
 
     def __setstate__(self, state):
-        self.__init__(state["total"], state["every"])
+        self.__init__(state["total"], state["every"], watch=state.get("watch"))
 
     def _print(self, text: str) -> None:
         print(f"[normstudy] {text}", file=self.stream or sys.stdout, flush=True)
@@ -68,15 +84,17 @@ class ProgressCallback(Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._running.discard(trial.trial_id)  # pending again, for a retry
+        self._print(f"trial {trial.trial_id} failed: {_cause(trial)}; retrying it from its "
+                    "last checkpoint")  # fmt: skip
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finished(trials, trial, "finished")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._errored.add(trial.trial_id)
-        self._finished(trials, trial, "ERRORED")
+        self._finished(trials, trial, "ERRORED", f": {_cause(trial)}")
 
-    def _finished(self, trials, trial, how: str) -> None:
+    def _finished(self, trials, trial, how: str, cause: str = "") -> None:
         self._count(trials)
         self._running.discard(trial.trial_id)
         if trial.trial_id not in self._done:
@@ -88,11 +106,33 @@ class ProgressCallback(Callback):
         )
         if result.get("diverged"):
             detail += ", DIVERGED"
-        self._print(f"trial {trial.trial_id} {how} ({detail})")
+        self._print(f"trial {trial.trial_id} {how} ({detail}){cause}")
         self._status(trials, force=True)
 
     def on_step_end(self, iteration, trials, **info):
         self._status(trials)
+        self._watch_idle(len(trials))
+
+    def _idle_seconds(self, now: float) -> float:
+        """Seconds no trial has been running while trials are left (0: one runs)."""
+        return 0.0 if self._idle_since is None else now - self._idle_since
+
+    def _watch_idle(self, created: int) -> None:
+        """Stop the study like Ctrl-C after ``watch.wait_s`` seconds with no trial running."""
+        now = time.time()
+        left = len(self._done) < max(self.total, self._seen, created)
+        if self._running or not left:
+            self._idle_since = None
+            return
+        if self._idle_since is None:
+            self._idle_since = now
+        watch = self.watch
+        if watch is None or self.stopped_waiting or self._idle_seconds(now) < watch.wait_s:
+            return
+        self.stopped_waiting = True
+        self._print(f"no trial could start for {self.watch.wait_s:g}s (resources.wait_s; "
+                    f"{self.watch.text()}): stopping the study, its state saved")  # fmt: skip
+        os.kill(os.getpid(), signal.SIGINT)  # Ray Tune's own graceful stop, as Ctrl-C
 
     def _status(self, trials, force: bool = False) -> None:
         now = time.time()
@@ -111,10 +151,23 @@ class ProgressCallback(Callback):
             eta = f", ETA {seconds:.0f}s"
         errors = f", {errored} errored" if errored else ""
         elapsed = now - self._started
+        waiting = ""
+        if self.watch is not None and not running and self._idle_seconds(now) >= IDLE_NOTE_S:
+            stop_in = max(0.0, self.watch.wait_s - self._idle_seconds(now))
+            waiting = f"; {self.watch.text()} (stops in {stop_in:.0f}s if none can start)"
         self._print(
-            f"{done}/{total} done, {running} running, {pending} pending{errors}"
+            f"{done}/{total} done, {running} running, {pending} pending{errors}{waiting}"
             f" [{elapsed:.0f}s{eta}]"
         )
+
+
+def _cause(trial) -> str:
+    """The cause of a trial's last failure, from its ``error.txt``."""
+    path = getattr(trial, "error_file", None)
+    try:
+        return error_cause(Path(path).read_text(errors="replace")) if path else "unknown error"
+    except OSError:
+        return "unknown error (no error.txt)"
 
 
 class RecentRate:

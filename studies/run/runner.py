@@ -16,6 +16,13 @@ from pathlib import Path
 from studies.config.space import arm_label, confirm_name, expected_trials
 from studies.config.spec import SpecError, StudySpec
 from studies.run.fit import StudyOutcome, callbacks, fit, study_tuner
+from studies.run.resources import (
+    check_cluster,
+    cluster_hosts,
+    data_root_warnings,
+    preflight,
+    remote_run,
+)
 from studies.run.sequential import resume_looks, run_looks
 from studies.run.stages import confirm_spec
 from studies.run.tune import connect_ray, has_saved_state, prepare_env, restore_tuner
@@ -47,13 +54,13 @@ def run_study(spec: StudySpec, address: str | None = None, overwrite: bool = Fal
         raise SpecError([("name", f"study {spec.name!r} already exists in {existing[0]}; resume "
                                   f"it with `normstudy resume {spec.name}`, or pass --overwrite, "
                                   "or choose another name with --set name=...")])  # fmt: skip
+    prepare_env()
+    _connect(spec, address)  # a trial no node can ever hold: exit 2, nothing replaced
     for folder in existing:
         stage = spec.model_copy(update={"name": folder.name, "tracking": spec.tracking.model_copy(
             update={"experiment": spec.experiment_name})})  # fmt: skip
         StudyTracker(stage, tracking_uri(spec)).forget_study()
         shutil.rmtree(folder)
-    prepare_env()
-    connect_ray(address, spec.code)
     outcome = _start(spec, folders[0])
     return _next_stage(outcome, address)
 
@@ -74,11 +81,23 @@ def resume_study(name_or_path: str, address: str | None = None, retry_errored: b
     """Continue an interrupted study from its experiment state and checkpoints, then run
     the stages that have not started yet (the confirm stage of a two-stage study)."""
     folder = find_study(name_or_path, storage)
-    spec = load_study_spec(folder)
+    spec = load_study_spec(folder, data_here=not remote_run(address))
+    preflight(spec, address)  # this machine can hold a trial; downloads, once
     prepare_env()
-    connect_ray(address, spec.code)
+    _connect(spec, address)
     outcome = _resume(spec, folder, retry_errored)
     return _next_stage(outcome, address, retry_errored)
+
+
+def _connect(spec: StudySpec, address: str | None) -> None:
+    """Start or join Ray; SpecError (exit 2) if no node can ever hold a trial; the waiting
+    line if none can now; a warning per data root the cluster's other hosts may not see."""
+    local = not remote_run(address)
+    connect_ray(address, spec.code)
+    check_cluster(spec, local)
+    if not local:
+        for warning in data_root_warnings(spec, cluster_hosts()):
+            print(f"[normstudy] warning: {warning}", flush=True)
 
 
 def _resume(spec: StudySpec, folder: Path, retry_errored: bool) -> StudyOutcome:

@@ -3,6 +3,7 @@ the Ray runtime the driver joins or starts."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -123,9 +124,11 @@ def trainable_with_resources(spec: StudySpec):
 
     from studies.trial.trainable import tune_trainable  # torch: imported when a study starts
 
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    resources: dict[str, Any] = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     if spec.resources.memory_gb is not None:
         resources["memory"] = int(spec.resources.memory_gb * 2**30)
+    if spec.resources.custom:
+        resources["custom_resources"] = dict(spec.resources.custom)
     return tune.with_resources(tune_trainable, resources)
 
 
@@ -144,10 +147,28 @@ def prepare_env() -> None:
     # loses nothing; it makes very large studies of very short trials slower (issue 19).
     # Ray's warning about frequent saves is about exactly that trade-off: made here on purpose.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A failing trial's traceback goes to its error.txt only; the progress line gives its
+    # cause (studies.run.progress). Ray Tune would print each failure's whole traceback, retries
+    # included. Its "no trial is running ... the cluster only has" warning gives way to the
+    # progress line's "waiting for resources" (studies.run.resources).
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    os.environ.setdefault("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S", "1e9")
+    os.environ.setdefault("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S_AUTOSCALER", "1e9")
+    tune_log = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _NoTrialList) for f in tune_log.filters):
+        tune_log.addFilter(_NoTrialList())
     # Left at Ray's defaults: TUNE_RESULT_BUFFER_LENGTH (1: every epoch reaches the callbacks
     # at once; ASHA requires 1 anyway) and TUNE_MAX_PENDING_TRIALS_PG ("auto": at least 200
     # pending trials, for a cluster's autoscaler); a py-spy profile of a 1,000-trial study
     # puts queueing and scheduling trials under 1% of the driver.
+
+
+class _NoTrialList(logging.Filter):
+    """Drops Ray Tune's "Trials did not complete: [every trial]": normstudy's report names the
+    errored trials with their causes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Trials did not complete")
 
 
 def results_logger():

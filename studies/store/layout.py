@@ -55,19 +55,20 @@ def find_study(name_or_path: str, storage: str | None = None) -> Path:
                           f"{', '.join(str(c) for c in candidates)})")])  # fmt: skip
 
 
-def load_study_spec(folder: Path, check: bool = True) -> StudySpec:
+def load_study_spec(folder: Path, check: bool = True, data_here: bool = True) -> StudySpec:
     """The spec a study ran with, its storage set to where the study is now (a results
     directory may be moved). ``study.yaml`` holds no credentials: a tracking URI whose password
     was masked is taken from ``MLFLOW_TRACKING_URI`` again. A ``study.yaml`` edited after the
     study started is refused: its trials ran with the spec as it was. ``check=False`` (to read
     what the trials left: compare) only parses it: no check against the registry, the data
-    and a model built on the meta device, which costs seconds (torch's compiler is loaded)."""
+    and a model built on the meta device, which costs seconds (torch's compiler is loaded).
+    ``data_here=False`` (a cluster run): the dataset files are not looked for here."""
     data = _with_tracking_uri(read_yaml(folder / SPEC_FILE), folder)
     data["storage"] = str(folder.parent)
     if check:
         from studies.trial.validation import parse_spec  # torch: only when the spec is checked
 
-        spec = parse_spec(data)
+        spec = parse_spec(data, data_here)
     else:
         spec = parse_config(data)
     recorded = folder / FINGERPRINT_FILE

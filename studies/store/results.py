@@ -12,6 +12,7 @@ experiment in ``look-<k>/`` inside the study directory; its trials count as the 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,10 +161,42 @@ def outcome_counts(folder: str | Path, epochs: int) -> dict[str, int]:
 
 
 def error_summaries(folder: Path, limit: int = 10) -> list[str]:
-    """One line per errored trial: the exception's last line and where the traceback is."""
+    """One line per errored trial: the cause (:func:`error_cause`) and where the traceback is."""
     lines = []
     for path in sorted(folder.glob("trial_*/error.txt"))[:limit]:
-        text = [t for t in path.read_text(errors="replace").splitlines() if t.strip()]
-        last = next((t.strip() for t in reversed(text) if not t.startswith(" ")), "unknown error")
-        lines.append(f"{path.parent.name} errored: {last[:200]} (traceback: {path})")
+        cause = error_cause(path.read_text(errors="replace"))
+        lines.append(f"{path.parent.name} errored: {cause} (traceback: {path})")
     return lines
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAISED = re.compile(r"^([A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*)(?:\(\w+\))?:( .*)?$")
+
+
+def _exception_name(name: str) -> bool:
+    """``ValueError``, ``pkg.module.DatasetMissing``: what a traceback's last line starts with
+    (a message line such as ``Hint: ...`` is none)."""
+    last = name.rsplit(".", 1)[-1]
+    return last[:1].isupper() and ("." in name or last.endswith(_EXCEPTION_ENDINGS))
+
+
+_EXCEPTION_ENDINGS = ("Error", "Exception", "Warning", "Exit", "Interrupt", "Iteration")
+
+
+def error_cause(text: str, limit: int = 300) -> str:
+    """The cause of a trial's last failure in a Ray Tune ``error.txt`` (one traceback per
+    failure): the final exception as ``Type: its first non-empty message line``."""
+    text = _ANSI.sub("", text)
+    failures = re.split(r"^Failure # \d+.*$", text, flags=re.MULTILINE)
+    lines = failures[-1].splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        found = _RAISED.match(lines[i])
+        if found is None or not _exception_name(found.group(1)):
+            continue
+        kind = found.group(1).rsplit(".", 1)[-1]
+        message = (found.group(2) or "").strip()
+        if not message:  # the message starts on the next line
+            message = next((line.strip() for line in lines[i + 1 :] if line.strip()), "")
+        return f"{kind}: {message}"[:limit] if message else kind
+    last = next((line.strip() for line in reversed(lines) if line.strip()), "unknown error")
+    return last[:limit]

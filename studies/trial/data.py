@@ -9,6 +9,8 @@ carved it with seed 0), so every trial of a study sees the same splits.
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,10 @@ import torch.nn.functional as F
 
 from normlib.registry import Registry
 from studies.config.datasets import DatasetInfo, dataset_info
+from studies.config.roots import DEFAULT_ROOT, FILE_DATASETS
+from studies.config.space import arms, is_finite, resolved_config
+from studies.config.spec import CannotStart, StudySpec
+from studies.trial.torchvision_files import DownloadFailed, fetch, folder, read_split, split_files
 
 DATASET_SOURCES = Registry("dataset")
 
@@ -151,88 +157,99 @@ def _fake(options: dict[str, Any]):
 
 
 # ---------------------------------------------------------------------------
-# torchvision datasets (real files on disk; `download: true` fetches them)
+# File-based datasets: torchvision's layouts under dataset.root (torchvision_files.py). A trial
+# only reads them; `download: true` fetches them once, in the driver, before any trial.
 
 HOW_TO_GET = (
-    "set dataset.download: true on a machine with internet access, or copy the "
-    "files there (torchvision layout)"
+    "set dataset.download: true to fetch them here (needs internet access), or copy the "
+    "files there in torchvision's layout (README: Datasets)"
 )
 
 
 def _root(options: dict[str, Any]) -> Path:
-    return Path(options.get("root") or "./data").expanduser()
+    """The dataset root, absolute since the spec was loaded (studies.config.roots); a spec of
+    an older normstudy may hold a relative one, read from the working directory."""
+    return Path(options.get("root") or DEFAULT_ROOT).expanduser().absolute()
 
 
-def _torchvision(name: str, cls_name: str, folder: str, split_kw: str):
-    """Loader for one torchvision dataset class; ``folder`` is what it expects under root.
+def _train_splits(options: dict[str, Any]) -> list[str]:
+    """SVHN with ``extra: true`` appends its 531,131-image ``extra`` split to ``train`` (as
+    the ALI-G paper trained); ``val`` is then carved from the union."""
+    return ["train", "extra"] if options.get("extra") else ["train"]
 
-    SVHN (``split_kw="split"``) with ``extra: true`` appends its 531,131-image
-    ``extra`` split to ``train`` (as the ALI-G paper trained); ``val`` is then
-    carved from the union.
-    """
 
-    def construct(options: dict[str, Any], split: str):
-        import torchvision.datasets as tvd
+def missing_files(name: str, options: dict[str, Any]) -> list[Path]:
+    """The files of dataset ``name`` (every split a trial reads) that are not there."""
+    splits = [*_train_splits(options), "test"]
+    return [path for split in splits for path in split_files(name, _root(options), split)
+            if not path.is_file()]  # fmt: skip
 
-        cls = getattr(tvd, cls_name)
-        kw = {"split": split} if split_kw == "split" else {"train": split == "train"}
-        try:
-            return cls(str(_root(options)), download=bool(options.get("download")), **kw)
-        except (RuntimeError, FileNotFoundError) as err:
-            raise DatasetMissing(
-                f"dataset {name!r} ({split}) not found under {_root(options) / folder}: {err}; "
-                f"{HOW_TO_GET}"
-            ) from None
 
-    def train_splits(options: dict[str, Any]) -> list[str]:
-        return ["train", "extra"] if options.get("extra") else ["train"]
+def _file_dataset(name: str):
+    """The loader of a file-based dataset, with its ``check`` (validation, in the driver)."""
 
     def load(options: dict[str, Any]):
-        parts = [_as_tensors(construct(options, split)) for split in train_splits(options)]
+        missing = missing_files(name, options)
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise DatasetMissing(
+                f"dataset {name!r}: {missing[0]}{more} not found on host {socket.gethostname()!r}"
+                "; a trial reads the files at this path on the node that runs it: put them on "
+                "storage every node mounts at that path, or copy them to each node"
+            )
+        root = _root(options)
+        parts = [read_split(name, root, split) for split in _train_splits(options)]
         train_x = torch.cat([x for x, _ in parts]) if len(parts) > 1 else parts[0][0]
         train_y = torch.cat([y for _, y in parts]) if len(parts) > 1 else parts[0][1]
-        return (train_x, train_y, *_as_tensors(construct(options, "test")))
+        return (train_x, train_y, *read_split(name, root, "test"))
 
     def check(options: dict[str, Any]) -> str | None:
         if options.get("download"):
+            return None  # the driver fetches the files before any trial starts
+        missing = missing_files(name, options)
+        if not missing:
             return None
-        where = _root(options) / folder
-        if not where.exists():
-            return f"dataset {name!r} expected in {where}, which does not exist; {HOW_TO_GET}"
-        if split_kw == "split":  # SVHN: one .mat file per split, directly under root
-            for split in [*train_splits(options), "test"]:
-                if not (where / f"{split}_32x32.mat").exists():
-                    return (
-                        f"dataset {name!r}: {where / f'{split}_32x32.mat'} does not exist; "
-                        f"{HOW_TO_GET}"
-                    )
-        return None
+        more = f" (and {len(missing) - 1} more of its files)" if len(missing) > 1 else ""
+        return f"dataset {name!r}: {missing[0]} does not exist{more}; {HOW_TO_GET}"
 
     load.check = check
     return load
 
 
-def _as_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """torchvision dataset object -> (uint8 N x C x H x W images, int64 labels)."""
-    data = dataset.data
-    data = torch.as_tensor(np.asarray(data))
-    if data.ndim == 3:  # MNIST-like: N x H x W
-        data = data[:, None]
-    elif data.shape[-1] in (1, 3) and data.shape[1] not in (1, 3):  # CIFAR: N x H x W x C
-        data = data.permute(0, 3, 1, 2)
-    labels = getattr(dataset, "targets", None)
-    if labels is None:
-        labels = dataset.labels  # SVHN
-    return data.contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.long)
+for _name in FILE_DATASETS:
+    register(_name)(_file_dataset(_name))
 
 
-_TORCHVISION = {  # name: (torchvision class, folder under root, split keyword)
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", "train"),
-    "cifar100": ("CIFAR100", "cifar-100-python", "train"),
-    "svhn": ("SVHN", "", "split"),
-    "mnist": ("MNIST", "MNIST", "train"),
-    "fashion_mnist": ("FashionMNIST", "FashionMNIST", "train"),
-}
+def study_datasets(spec: StudySpec) -> list[dict[str, Any]]:
+    """The distinct ``dataset`` sections of the study's trials (the base one for a study of
+    continuous sweeps)."""
+    configs = [resolved_config(spec, v) for v in arms(spec)] if is_finite(spec) else [
+        spec.trial_config()]  # fmt: skip
+    found: dict[str, dict[str, Any]] = {}
+    for config in configs:
+        found.setdefault(repr(sorted(config["dataset"].items())), config["dataset"])
+    return list(found.values())
 
-for _name, (_cls, _folder, _split) in _TORCHVISION.items():
-    register(_name)(_torchvision(_name, _cls, _folder, _split))
+
+def fetch_study_data(spec: StudySpec, say: Callable[[str], None] = print) -> None:
+    """Download, or find, the files of every dataset the study's trials read with
+    ``download: true``, once, in the driver, before any trial starts (trials only read).
+    An unreachable source is CannotStart (exit 2): the URL, its own error, and the offline
+    way."""
+    done: set[tuple] = set()
+    for options in study_datasets(spec):
+        name = options["name"]
+        key = (name, str(_root(options)), bool(options.get("extra")))
+        if not options.get("download") or name not in FILE_DATASETS or key in done:
+            continue
+        done.add(key)
+        if not missing_files(name, options):
+            continue  # found: torchvision's download would only check them again
+        where = folder(name, _root(options))
+        say(f"dataset {name!r}: downloading into {where} (once, before any trial starts)")
+        try:
+            fetch(name, _root(options), [*_train_splits(options), "test"])
+        except DownloadFailed as err:
+            raise CannotStart("dataset.download", f"{err}; without internet access, copy the "
+                              f"files to {where} (torchvision's layout, README: Datasets) and "
+                              "set dataset.download: false") from None

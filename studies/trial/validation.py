@@ -35,31 +35,39 @@ from studies.trial.components import (
     arguments,
     resolve_callable,
 )
-from studies.trial.data import check_available
+from studies.trial.data import check_available, study_datasets
 from studies.trial.recipes import build_enorm, build_model, model_parameters
 from studies.trial.user_data import ContractError, load_user_data
 
 
 def load_spec(spec: str | Path, overrides: list[str] | None = None,
-              smoke: bool = False) -> StudySpec:  # fmt: skip
+              smoke: bool = False, data_here: bool = True) -> StudySpec:  # fmt: skip
     """Read, override, shrink (``smoke``) and validate a spec file or catalog study."""
-    return parse_spec(read_spec(spec, overrides, smoke))
+    return parse_spec(read_spec(spec, overrides, smoke), data_here)
 
 
-def parse_spec(data: dict[str, Any]) -> StudySpec:
-    """A validated StudySpec from spec data; SpecError lists every problem by field."""
+def parse_spec(data: dict[str, Any], data_here: bool = True) -> StudySpec:
+    """A validated StudySpec from spec data; SpecError lists every problem by field.
+    ``data_here``: the dataset files must be on this machine (not so for a cluster run,
+    whose trials read them on the nodes: :func:`missing_data` warns instead)."""
     spec = parse_config(data)
     if spec.code is not None and not Path(spec.code).expanduser().is_dir():
         raise SpecError([("code", f"{spec.code!r} is not a folder; give the folder that holds "
                           "your packages (--code DIR)")])  # fmt: skip
     activate_code(spec.code)
-    problems = check_spec(spec)
+    problems = check_spec(spec, data_here)
     if problems:
         raise SpecError(problems)
     return spec
 
 
-def check_spec(spec: StudySpec) -> list[tuple[str, str]]:
+def missing_data(spec: StudySpec) -> list[str]:
+    """What the study's dataset files lack on this machine (for a cluster run: a warning)."""
+    found = (check_available(options) for options in study_datasets(spec))
+    return list(dict.fromkeys(message for message in found if message))
+
+
+def check_spec(spec: StudySpec, data_here: bool = True) -> list[tuple[str, str]]:
     """The problems of a config-valid spec that need the registry and torch."""
     problems = check_components(spec)
     if problems:
@@ -88,7 +96,7 @@ def check_spec(spec: StudySpec) -> list[tuple[str, str]]:
         if key in seen:
             continue
         seen.add(key)
-        found = check_buildable(config, memory, field)
+        found = check_buildable(config, memory, field, data_here)
         problems.extend(p for p in found if p not in problems)
         if any(path.startswith(("model", "train")) for path, _ in found):
             break  # the other arms build the same network: one message is enough
@@ -257,7 +265,8 @@ def check_memory(config: dict[str, Any], memory: int, memory_field: str) -> list
 
 
 def check_buildable(
-    config: dict[str, Any], memory: int | None = None, memory_field: str = "this machine's memory"
+    config: dict[str, Any], memory: int | None = None, memory_field: str = "this machine's memory",
+    data_here: bool = True,
 ) -> list[tuple[str, str]]:
     """Problems building this config's model (and ENorm on it), found without real work.
 
@@ -267,7 +276,7 @@ def check_buildable(
     this machine's memory).
     """
     problems: list[tuple[str, str]] = []
-    missing = check_available(config["dataset"])
+    missing = check_available(config["dataset"]) if data_here else None
     if missing:
         problems.append(("dataset.root", missing))
     name = config["model"]["name"]

@@ -1,6 +1,6 @@
 """Datasets: splits, determinism, augmentation distribution, both loaders, torchvision files."""
 
-from pathlib import Path
+import socket
 
 import numpy as np
 import pytest
@@ -169,16 +169,11 @@ def test_loader_caps_steps_and_drops_a_last_single_example():
         assert [len(y) for _, y in capped] == [8, 8, 8]
 
 
-def test_cifar10_loader_reads_torchvision_files(tmp_path, monkeypatch):
-    import torchvision
-
+def test_cifar10_loader_reads_torchvision_files(tmp_path):
     rng = np.random.default_rng(0)
     train = (rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8), list(rng.integers(0, 10, 50)))
     test = (rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), list(rng.integers(0, 10, 20)))
-    write_cifar10_files(tmp_path, train, test)
-    # our files are not the official ones, so skip torchvision's md5 check only
-    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    write_cifar10_files(tmp_path, train, test)  # not the official files: no MD5 is checked
     options = {"name": "cifar10", "root": str(tmp_path), "val_fraction": 0.2}
     assert check_available(options) is None
     splits = load_splits(options)
@@ -191,32 +186,30 @@ def test_cifar10_loader_reads_torchvision_files(tmp_path, monkeypatch):
 def test_missing_dataset_says_where_and_how(tmp_path):
     options = {"name": "cifar10", "root": str(tmp_path / "nowhere")}
     message = check_available(options)
-    assert "cifar-10-batches-py" in message and "download: true" in message
+    first = tmp_path / "nowhere" / "cifar-10-batches-py" / "data_batch_1"
+    assert f"{first} does not exist (and 5 more of its files)" in message
+    assert "download: true" in message
+    assert check_available({**options, "download": True}) is None  # the driver fetches them
     (tmp_path / "nowhere" / "cifar-10-batches-py").mkdir(parents=True)
-    with pytest.raises(DatasetMissing, match="download: true"):
+    with pytest.raises(DatasetMissing) as err:  # in a trial: the path and the node
         load_splits(options)
+    assert f"{first} (and 5 more) not found on host {socket.gethostname()!r}" in str(err.value)
+    assert "storage every node mounts" in str(err.value)
 
 
-def fake_svhn(tmp_path, monkeypatch, sizes):
-    """SVHN .mat files of random images; torchvision's md5 check skipped (not the real files)."""
-    import torchvision
-
+def fake_svhn(tmp_path, sizes):
+    """SVHN .mat files of random images (not the real files: no MD5 is checked)."""
     rng = np.random.default_rng(0)
     splits = {
         split: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n))
         for split, n in sizes.items()
     }
     write_svhn_files(tmp_path, splits)
-    monkeypatch.setattr(
-        torchvision.datasets.SVHN,
-        "_check_integrity",
-        lambda self: (Path(self.root) / self.filename).exists(),
-    )
     return splits
 
 
-def test_svhn_extra_joins_the_training_split(tmp_path, monkeypatch):
-    files = fake_svhn(tmp_path, monkeypatch, {"train": 30, "test": 12, "extra": 40})
+def test_svhn_extra_joins_the_training_split(tmp_path):
+    files = fake_svhn(tmp_path, {"train": 30, "test": 12, "extra": 40})
     options = {"name": "svhn", "root": str(tmp_path), "val_fraction": 0.1}
     plain = load_splits(options)
     assert len(plain.train_y) + len(plain.val_y) == 30 and len(plain.test_y) == 12
@@ -239,8 +232,8 @@ def test_svhn_extra_joins_the_training_split(tmp_path, monkeypatch):
     assert seen == expected
 
 
-def test_svhn_extra_missing_file_is_named(tmp_path, monkeypatch):
-    fake_svhn(tmp_path, monkeypatch, {"train": 20, "test": 10})
+def test_svhn_extra_missing_file_is_named(tmp_path):
+    fake_svhn(tmp_path, {"train": 20, "test": 10})
     options = {"name": "svhn", "root": str(tmp_path)}
     assert check_available(options) is None
     message = check_available({**options, "extra": True})

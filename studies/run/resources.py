@@ -1,0 +1,249 @@
+"""Can a trial run here? Checked before a study starts, watched while it waits.
+
+* **Local runs** (no ``--address``): before Ray starts, a trial's ``resources`` are compared
+  with this machine (CPUs this process may use, GPUs as torch sees them, memory); after Ray
+  starts, with what Ray offers. A trial that cannot fit stops the study with exit 2 (one
+  message naming the field, what the machine has, and the ways out), nothing written.
+* **Cluster runs** (``--address``): a trial must fit on one node. One that no node can hold
+  now, nor any node type of the cluster's autoscaler (where Ray reports them), exits 2 the
+  same way; one that fits a node type, or joins a cluster that reports none (a node may be
+  started by hand), waits: the progress line says so (:class:`ResourceWatch`) and the study
+  stops like Ctrl-C after ``resources.wait_s`` seconds with no trial running (exit 130,
+  ``normstudy resume`` continues once the cluster can hold a trial).
+* **Data**: the driver downloads the datasets of ``download: true`` once, before any trial
+  (:func:`studies.trial.data.fetch_study_data`); for a cluster run it warns when a data root
+  is on a local disk while the cluster has nodes on other hosts.
+
+Ray is imported inside the functions that talk to it: the CLI loads Ray only for a run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from studies.config.spec import CannotStart, StudySpec
+from studies.trial.data import fetch_study_data
+from studies.trial.validation import machine_memory
+
+GIB = 2**30
+FIELDS = {"CPU": "resources.cpu", "GPU": "resources.gpu", "memory": "resources.memory_gb"}
+NETWORK_FILESYSTEMS = (
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "gpfs", "beegfs",
+    "afs", "ocfs2", "panfs", "wekafs", "virtiofs", "9p",
+)  # fmt: skip
+
+
+def trial_needs(spec: StudySpec) -> dict[str, float]:
+    """What one trial asks Ray for, in Ray's resource names (memory in bytes)."""
+    needs = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
+    if spec.resources.memory_gb is not None:
+        needs["memory"] = spec.resources.memory_gb * GIB
+    return {**{k: v for k, v in needs.items() if v}, **spec.resources.custom}
+
+
+def field_of(resource: str) -> str:
+    return FIELDS.get(resource, f"resources.custom.{resource}")
+
+
+def amount(resource: str, value: float) -> str:
+    """``1 GPU``, ``2 CPUs``, ``4 GiB of memory``, ``1 'a100'``."""
+    if resource == "memory":
+        return f"{value / GIB:.3g} GiB of memory"
+    if resource in ("CPU", "GPU"):
+        return f"{value:g} {resource}{'s' if value > 1 else ''}"
+    return f"{value:g} {resource!r}"
+
+
+def quantity(resource: str, value: float) -> str:
+    """A count as the cluster has it: ``0``, ``12.5 GiB``."""
+    return f"{value / GIB:.3g} GiB" if resource == "memory" else f"{value:g}"
+
+
+def fits(needs: dict[str, float], node: dict[str, float]) -> bool:
+    return all(node.get(key, 0.0) >= value for key, value in needs.items())
+
+
+def shortfall(needs: dict[str, float], nodes: list[dict[str, float]]) -> str | None:
+    """The first resource no single node has enough of (None: each alone would fit)."""
+    return next((key for key, value in needs.items()
+                 if all(node.get(key, 0.0) < value for node in nodes)), None)  # fmt: skip
+
+
+def machine_resources() -> dict[str, float]:
+    """What a local Ray can offer a trial: CPUs this process may use, GPUs as torch sees them,
+    the machine's memory."""
+    import torch  # validation loaded it already
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"CPU": float(cpus or 1), "GPU": float(torch.cuda.device_count()),
+            "memory": float(machine_memory())}  # fmt: skip
+
+
+def refusal(resource: str, need: float, have: float, where: str) -> CannotStart:
+    """Exit 2: the field, what a trial asks, what ``where`` has, and the ways out."""
+    field, asks = field_of(resource), f"a trial asks for {amount(resource, need)}"
+    if resource == "GPU":
+        seen = " (GPUs as torch sees them)" if where == "this machine" else ""
+        return CannotStart(field, f"{asks}, {where} has {have:g}{seen}; train on CPU with "
+                           "--set resources.gpu=0, or run on a Ray cluster that has GPUs with "
+                           "--address")  # fmt: skip
+    if resource == "CPU":
+        fix = f"--set resources.cpu={have:g}" if have >= 1 else "fewer CPUs"
+        return CannotStart(field, f"{asks}, {where} has {have:g}; ask for at most that "
+                           f"({fix}), or run on a Ray cluster with --address")  # fmt: skip
+    if resource == "memory":
+        return CannotStart(field, f"{asks}, {where} has {quantity(resource, have)}; ask for "
+                           "less (--set resources.memory_gb=...), or run on a Ray cluster "
+                           "with --address")  # fmt: skip
+    return CannotStart(field, f"{asks} (a custom resource), {where} has {have:g}; run on a Ray "
+                       f"cluster whose nodes offer it (ray start --resources "
+                       f"'{{\"{resource}\": 1}}') with --address, or remove {field}")  # fmt: skip
+
+
+def check_machine(spec: StudySpec) -> None:
+    """A local run: SpecError (exit 2) unless a trial fits this machine; before Ray starts."""
+    needs, have = trial_needs(spec), machine_resources()
+    short = shortfall(needs, [have])
+    if short is not None:
+        raise refusal(short, needs[short], have.get(short, 0.0), "this machine")
+
+
+def preflight(spec: StudySpec, address: str | None,
+              say: Callable[[str], None] = print) -> None:  # fmt: skip
+    """Before anything is written: a local run's trial fits this machine; the datasets of
+    ``download: true`` are fetched (or found) once, here (SpecError: exit 2)."""
+    if not remote_run(address):
+        check_machine(spec)
+    fetch_study_data(spec, say=lambda line: say(f"[normstudy] {line}"))
+
+
+def remote_run(address: str | None) -> bool:
+    """Whether the trials run on a Ray cluster (``--address``, RAY_ADDRESS) rather than on a
+    Ray this run starts here; a Ray already connected in this process (a study run from
+    Python) counts as a cluster: this run did not size it."""
+    ray = sys.modules.get("ray")
+    connected = ray is not None and ray.is_initialized()
+    return bool(address or os.environ.get("RAY_ADDRESS") or connected)
+
+
+def alive_nodes() -> list[dict]:
+    import ray
+
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
+def cluster_hosts() -> list[str]:
+    """The host names of the cluster's alive nodes."""
+    return [str(node.get("NodeManagerHostname") or "") for node in alive_nodes()]
+
+
+def node_types() -> list[dict[str, float]] | None:
+    """The resources of each node type the cluster's autoscaler may start (max count not 0),
+    or None where Ray reports no autoscaler config (a cluster started by hand, a local Ray)."""
+    try:  # Ray reports them only here (Ray Train checks a worker group the same way)
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # an older Ray, a client connection: no autoscaler information
+        return None
+    if config is None or not config.node_group_configs:
+        return None
+    return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+
+
+def check_cluster(spec: StudySpec, local: bool) -> None:
+    """After Ray started (or joined a cluster): SpecError (exit 2) if no node, and no node type
+    the autoscaler could start, can hold a trial; the waiting line if none can now."""
+    import ray
+
+    needs = trial_needs(spec)
+    nodes = [node["Resources"] for node in alive_nodes()]
+    if any(fits(needs, node) for node in nodes):
+        return
+    short = shortfall(needs, nodes) or next(iter(needs))
+    most = max((node.get(short, 0.0) for node in nodes), default=0.0)
+    if local:
+        ray.shutdown()  # the local Ray this run started: nothing left behind
+        raise refusal(short, needs[short], most, "this machine's Ray")
+    types = node_types()
+    if types is not None and not any(fits(needs, kind) for kind in types):
+        ray.shutdown()
+        lacking = shortfall(needs, types)
+        if lacking is None:  # each resource alone fits some node type, all of them none
+            asks = ", ".join(amount(key, value) for key, value in needs.items())
+            raise CannotStart("resources", f"a trial asks for {asks} on one node; no node type "
+                              "of the cluster's autoscaler has all of it: ask for less, or add "
+                              "a node type that has")  # fmt: skip
+        biggest = max((kind.get(lacking, 0.0) for kind in types), default=0.0)
+        raise refusal(lacking, needs[lacking], biggest,
+                      "the biggest node type of the cluster's autoscaler")
+    print(f"[normstudy] {watch_of(spec).text(nodes)}; the study stops after "
+          f"{spec.resources.wait_s:g}s (resources.wait_s) if no trial can start, and `normstudy "
+          "resume` continues it", flush=True)  # fmt: skip
+
+
+def watch_of(spec: StudySpec) -> ResourceWatch:
+    return ResourceWatch(trial_needs(spec), spec.resources.wait_s)
+
+
+@dataclass
+class ResourceWatch:
+    """What a trial needs and how long a study may wait with no trial running (pickled with
+    the progress callback into Ray Tune's experiment state)."""
+
+    needs: dict[str, float]
+    wait_s: float
+
+    def text(self, nodes: list[dict[str, float]] | None = None) -> str:
+        """``waiting for resources: 1 GPU per trial, the cluster has 0 now``."""
+        if nodes is None:
+            try:
+                nodes = [node["Resources"] for node in alive_nodes()]
+            except Exception:  # the cluster did not answer: say what is asked only
+                nodes = []
+        short = shortfall(self.needs, nodes)
+        if short is None:  # each alone fits some node, or the nodes are busy
+            asks = ", ".join(amount(key, value) for key, value in self.needs.items())
+            return f"waiting for resources: {asks} per trial on one node, none free now"
+        total = sum(node.get(short, 0.0) for node in nodes)
+        return (f"waiting for resources: {amount(short, self.needs[short])} per trial, the "
+                f"cluster has {quantity(short, total)} now")  # fmt: skip
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem ``path`` lies on (/proc/mounts), None where unknown."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target, best, kind = str(Path(path).absolute()), "", None
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+            best, kind = point, parts[2]
+    return kind
+
+
+def data_root_warnings(spec: StudySpec, hosts: list[str], here: str | None = None) -> list[str]:
+    """For a cluster run: a warning per data root on a local disk of this machine while the
+    cluster has nodes on other ``hosts`` (the driver cannot look at their disks)."""
+    here = here or socket.gethostname()
+    others = sorted({host for host in hosts if host and host != here})
+    root = spec.dataset.root
+    if not others or not root or "://" in root:
+        return []
+    kind = filesystem_type(Path(root))
+    if kind is None or kind in NETWORK_FILESYSTEMS or kind.startswith("fuse."):
+        return []
+    return [f"dataset.root {root} is on a local disk of {here} ({kind}); trials on "
+            f"{', '.join(others[:3])}{' ...' if len(others) > 3 else ''} read the same path "
+            "there: put the data on storage every node mounts, or copy it to each node"]
