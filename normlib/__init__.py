@@ -11,38 +11,38 @@ where it is installed (imported on first use too).
 import importlib
 from typing import Any
 
-from normlib.alig import AliG, l2_projection
-from normlib.bninit import InputNorm, ScaleBatchNorm1d, ScaleBatchNorm2d, bn_param_groups
-from normlib.enorm import ENorm
-from normlib.models import construct_network
-from normlib.riemannian import SGDG, AdamG, grassmann_param_groups
-from normlib.seeding import make_complex, make_deterministic
+# Every public name, by the module that defines it: imported on first use (PEP 562), so that
+# ``import normlib.stats`` (what `normstudy compare` needs) loads neither torch nor the
+# methods, and a training process never loads scipy.
+_MODULES = {
+    "AliG": "normlib.alig",
+    "l2_projection": "normlib.alig",
+    "InputNorm": "normlib.bninit",
+    "ScaleBatchNorm1d": "normlib.bninit",
+    "ScaleBatchNorm2d": "normlib.bninit",
+    "bn_param_groups": "normlib.bninit",
+    "ENorm": "normlib.enorm",
+    "construct_network": "normlib.models",
+    "SGDG": "normlib.riemannian",
+    "AdamG": "normlib.riemannian",
+    "grassmann_param_groups": "normlib.riemannian",
+    "make_complex": "normlib.seeding",
+    "make_deterministic": "normlib.seeding",
+    "holm": "normlib.stats",
+    "paired_ttest": "normlib.stats",
+    "power": "normlib.stats",
+    "seeds_needed": "normlib.stats",
+    "wilcoxon": "normlib.stats",
+}
 
-__all__ = [
-    "AdamG",
-    "AliG",
-    "ENorm",
-    "InputNorm",
-    "SGDG",
-    "ScaleBatchNorm1d",
-    "ScaleBatchNorm2d",
-    "bn_param_groups",
-    "construct_network",
-    "grassmann_param_groups",
-    "holm",
-    "l2_projection",
-    "make_complex",
-    "make_deterministic",
-    "paired_ttest",
-    "power",
-    "seeds_needed",
-    "wilcoxon",
-]
-
-_STATS = ("holm", "paired_ttest", "power", "seeds_needed", "wilcoxon")
+__all__ = sorted(_MODULES)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _STATS:
-        return getattr(importlib.import_module("normlib.stats"), name)
+    if name in _MODULES:
+        return getattr(importlib.import_module(_MODULES[name]), name)
     raise AttributeError(f"module 'normlib' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULES])
