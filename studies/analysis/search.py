@@ -127,6 +127,9 @@ def summarize(trials: list[TrialHistory], spec: StudySpec, statuses: dict[str, s
     ``numbers``: the order the trials were proposed (:func:`studies.store.results.trial_numbers`).
     """
     metric = metric or spec.metric.name
+    if statuses:  # a trial folder the saved experiment state does not know (a driver killed
+        # before saving it) is not one of the study's trials: resume proposes it again
+        trials = [t for t in trials if t.trial_id in statuses]
     mode = spec.metric.mode if metric == spec.metric.name else (
         "min" if metric.endswith("_loss") else "max")  # fmt: skip
     states = {t.trial_id: trial_state(t, statuses.get(t.trial_id) if statuses else None)
@@ -308,7 +311,7 @@ def to_markdown(answer: SearchAnswer, plots: list[str], top: int = TOP) -> str:
            f"Ranked by {answer.metric} at each trial's last epoch ({_direction(answer)} is "
            "better); configurations that ran every epoch rank before those stopped early "
            "(the longer-running first); diverged and errored trials do not rank.", "",
-           f"**Trials:** {counts_text(answer)}.", ""]  # fmt: skip
+           f"**How the trials ended:** {counts_text(answer)}.", ""]  # fmt: skip
     best = answer.best
     if best is not None:
         out += [f"**Best configuration:** {best_text(best, answer.metric)}.", ""]

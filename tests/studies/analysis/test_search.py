@@ -21,6 +21,7 @@ from studies.analysis.search import (
     to_markdown,
     trial_state,
 )
+from studies.analysis.search_outputs import answer_values
 from studies.analysis.search_plots import history_figure, plotted_paths, slice_figure
 from studies.analysis.trials import TrialHistory
 from studies.config.space import arm_label
@@ -194,3 +195,24 @@ def test_history_orders_trials_as_proposed_and_marks_the_best_so_far(optuna_spec
     assert list(step.get_ydata()) == pytest.approx([70.0, 90.0, 90.0, 90.0])
     failed = next(line for line in ax.lines if line.get_marker() == "x")
     assert list(failed.get_xdata()) == [3, 6, 8]  # diverged, errored, errored
+
+
+def test_a_trial_folder_the_experiment_state_does_not_know_is_left_out(optuna_spec):
+    trials = [trial("a", lr(0.01), [0.5, 0.7]), trial("orphan", lr(0.1), [0.6, 0.99])]
+    answer = summarize(trials, optuna_spec, {"a": "TERMINATED"}, {"a": 1})
+    assert [c.best_trial.trial_id for c in answer.ranking] == ["a"]
+    assert sum(answer.counts.values()) == 1
+
+
+def test_mlflow_values_params_only_once_the_search_is_over(optuna_spec):
+    metrics, tags, params = answer_values(optuna_answer(optuna_spec))  # errored, unfinished
+    assert metrics["best.val_acc"] == 0.9 and metrics["best.optimizer.lr"] == 0.1
+    assert metrics["trials.stopped_early"] == 1 and metrics["trials.errored"] == 2
+    assert tags["normstudy.best.trial"] == "b" and tags["normstudy.best.optimizer.lr"] == "0.1"
+    assert params == {}
+    over = summarize([trial("a", lr(0.01, 0.2), [0.5, 0.7]), trial("b", lr(0.1, 0.9), [0.6, 0.9])],
+                     optuna_spec.model_copy(update={"search": optuna_spec.search.model_copy(
+                         update={"num_samples": 2})}), {"a": "TERMINATED", "b": "TERMINATED"},
+                     {"a": 1, "b": 2})  # fmt: skip
+    _, _, params = answer_values(over)
+    assert params == {"best.optimizer.lr": "0.1", "best.optimizer.momentum": "0.9"}
