@@ -84,6 +84,7 @@ class SearchAnswer:
     folder: Path | None = None
     files: list[Path] = field(default_factory=list)
     run_id: str | None = None
+    log_warning: str = ""  # why the answer is not in MLflow, when it is not
 
     @property
     def best(self) -> RankedConfig | None:

@@ -16,6 +16,7 @@ from studies.analysis.search import SearchAnswer, format_answer, is_search, summ
 from studies.analysis.search_outputs import ARTIFACT_DIR, REPORT_FILE, log_search
 from studies.analysis.search_outputs import write_search_outputs as write_outputs
 from studies.analysis.trials import trials_from_results
+from studies.config.secrets import redact
 from studies.config.space import has_arms
 from studies.config.spec import SpecError
 from studies.run.importance import param_importances
@@ -42,7 +43,13 @@ def search_answer(study: str | Path, storage: str | None = None, log: bool = Tru
     answer.importances, answer.importance_note = param_importances(answer)
     answer.files = write_outputs(answer, folder)
     if log:
-        answer.run_id = log_search(answer, answer.files, tracking_uri(spec))
+        try:
+            answer.run_id = log_search(answer, answer.files, tracking_uri(spec))
+        except Exception as err:  # the answer stands without MLflow (a server away)
+            cause = redact(str(err)).splitlines()[0][:200] if str(err) else ""
+            answer.log_warning = f"not logged to MLflow ({type(err).__name__}: {cause})"
+        if answer.run_id is None and not answer.log_warning:
+            answer.log_warning = "not logged to MLflow: the study has no parent run there"
     return answer
 
 
@@ -56,6 +63,9 @@ def answer_text(answer: SearchAnswer, top: int = 10) -> str:
     if answer.run_id:
         lines.append(f"[normstudy] logged to MLflow run {answer.run_id} (metrics best.*, "
                      f"artifacts/{ARTIFACT_DIR})")  # fmt: skip
+    if answer.log_warning:
+        lines.append(f"[normstudy] warning: {answer.log_warning}; `normstudy best "
+                     f"{answer.spec.name}` logs it later")  # fmt: skip
     return "\n".join(lines)
 
 
