@@ -244,6 +244,11 @@ def slice_figure(answer: SearchAnswer) -> Any:
                     markersize=15, zorder=5, markeredgecolor="white")  # fmt: skip
         if log:
             ax.set_xscale("log")
+        domain = answer.spec.sweep.get(swept)
+        if isinstance(domain, RANGES):  # the whole range searched, not only where trials fell
+            low, high = (float(v) for v in next(iter(domain.model_dump().values())))
+            pad = (high / low) ** 0.03 if log else 0.03 * (high - low)
+            ax.set_xlim(*((low / pad, high * pad) if log else (low - pad, high + pad)))
         if numeric and not isinstance(answer.spec.sweep.get(swept), RANGES):
             ticks = sorted({float(v) for v in raw})  # a grid or choice: its values
             if len(ticks) <= MAX_TICKS:
