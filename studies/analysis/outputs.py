@@ -11,6 +11,7 @@ from studies.analysis.plots import FOREST_ABOVE, curves_plot, forest_plot, paire
 from studies.analysis.report import to_csv, to_markdown
 from studies.analysis.sequential import analyze, apply_verdicts
 from studies.analysis.sequential_report import markdown_section
+from studies.analysis.summary import log_summary
 from studies.analysis.trials import SOURCES, load_trials
 from studies.config.space import confirm_name
 from studies.config.spec import SpecError, StudySpec
@@ -47,8 +48,10 @@ def write_outputs(comparison: Comparison, folder: str | Path) -> list[Path]:
     return [out / CSV_FILE, out / REPORT_FILE, *(out / name for name in plots)]
 
 
-def log_outputs(paths: list[Path], spec: StudySpec, uri: str) -> str | None:
-    """Log the files to the parent run under ``comparison/``; its status is left alone."""
+def log_outputs(paths: list[Path], spec: StudySpec, uri: str,
+                comparison: Comparison | None = None) -> str | None:
+    """Log the files to the parent run under ``comparison/`` and the comparison's summary as its
+    metrics and tags (:mod:`studies.analysis.summary`); its status and times are left alone."""
     from mlflow import MlflowClient
 
     run_id = parent_run_id(spec, uri)
@@ -57,6 +60,8 @@ def log_outputs(paths: list[Path], spec: StudySpec, uri: str) -> str | None:
     client = MlflowClient(tracking_uri=uri)
     for path in paths:
         client.log_artifact(run_id, str(path), ARTIFACT_DIR)
+    if comparison is not None:
+        log_summary(client, run_id, comparison)
     return run_id
 
 
@@ -109,7 +114,7 @@ def run_comparison(
                           f"with `normstudy resume {spec.confirm_of or spec.name}` (add "
                           "--retry-errored to rerun errored trials), then compare again")])
     files = write_outputs(comparison, folder)
-    run_id = log_outputs(files, spec, tracking_uri(spec)) if log else None
+    run_id = log_outputs(files, spec, tracking_uri(spec), comparison) if log else None
     if log and run_id is None:
         comparison.warnings.append("no MLflow parent run found: outputs not logged to MLflow")
     return ComparisonRun(comparison, folder, files, run_id)

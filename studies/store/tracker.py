@@ -162,6 +162,9 @@ class StudyTracker:
         self._stale = False  # a study-wide call failed: read every trial run again
         self._doubt: set[str] = set()  # a call for these trials failed: read their runs again
         self._params_due: dict[str, list] = {}  # runs created whose params are not yet in
+        # A resumed study's parent that had ended: set RUNNING only once a trial starts, so a
+        # resume with nothing to do leaves its start and end as they were (issue 27)
+        self._parent_ended: Any = None  # its RunInfo until then
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into Ray Tune's experiment state
         return {"spec": self.spec, "uri": self.uri}
@@ -204,8 +207,10 @@ class StudyTracker:
         found = self._search(study_filter(self.spec.name, "study"))
         if found:
             parent_id = found[0].info.run_id
-            if running:
-                self.set_status(parent_id, "RUNNING")
+            if running and found[0].info.status == "RUNNING":
+                pass  # a driver that died left it running: it still is
+            elif running:
+                self._parent_ended = found[0].info
         else:
             run = self.client.create_run(
                 self.experiment_id,
@@ -358,6 +363,9 @@ class StudyTracker:
         from mlflow.entities import RunTag
 
         run_id, created = self._run_of(trial_id, write.config)
+        if write.start and self._parent_ended is not None:  # the resumed study has work
+            self.set_status(self._parent_ended.run_id, "RUNNING")
+            self._parent_ended = None
         if write.start and not created:
             self.set_status(run_id, "RUNNING")
         last, epochs = self._last_epoch.get(trial_id, 0), []
@@ -395,8 +403,13 @@ class StudyTracker:
         self.write_trial(trial_id, TrialWrite(config, tags=tags, status=status))
 
     def end_study(self, status: str) -> None:
-        self.start_study()
-        self.set_status(self.parent_id, status)
+        """End the parent run now; a resumed parent no trial ran under keeps its end time
+        (and is left alone if its status is ``status`` already)."""
+        parent_id, ended = self.start_study(), self._parent_ended
+        if ended is None:
+            self.set_status(parent_id, status)
+        elif ended.status != status:
+            self.set_status(parent_id, status, ended.end_time)
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         self.start_study()
