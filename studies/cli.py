@@ -16,6 +16,7 @@ from pathlib import Path
 from studies.config.load import catalog_names, read_yaml, resolve_spec_path
 from studies.config.space import total_trials
 from studies.config.spec import DEFAULT_STORAGE, SpecError
+from studies.store.inputs import SOURCE_ENV
 from studies.store.layout import (
     SPEC_FILE,
     check_storage,
@@ -192,6 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
     spec = _load(args, data_here=not remote)  # a cluster's nodes read the data, not this one
     check_storage(spec.storage)  # before Ray starts or anything is written
+    os.environ[SOURCE_ENV] = str(resolve_spec_path(args.spec).resolve())  # the runs' Source
     from studies.run.resources import preflight  # lazily, here and below: Ray loads only if needed
     from studies.trial.validation import missing_data
 

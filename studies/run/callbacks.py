@@ -8,6 +8,7 @@ drained, and the runs are reconciled with the results directory
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ray.tune import Callback
 
 from studies.run.sync import reconcile
 from studies.store.backlog import Backlog, first_line, retry_seconds, say
+from studies.store.inputs import log_dataset
 from studies.store.results import RESULT_FILE
 from studies.store.tracker import LOGGED_METRICS, StudyTracker, TrialWrite
 
@@ -55,6 +57,9 @@ class MLflowTrialCallback(Callback):
             tags = {"checkpoint_warning": str(result["checkpoint_warning"])[:5000]}
         write = TrialWrite(trial.config, results=((fields, stamp),), tags=tags)
         self.backlog.submit_write(trial.trial_id, write)
+        if isinstance(result.get("dataset_input"), str):  # first epoch of a (re)start
+            self.backlog.submit(log_dataset, self.tracker, trial.trial_id, trial.config,
+                                json.loads(result["dataset_input"]))  # fmt: skip
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self.backlog.submit(self.tracker.mark_retry, trial.trial_id, trial.config,

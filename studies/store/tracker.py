@@ -35,6 +35,7 @@ from studies.config.load import dump_spec
 from studies.config.secrets import mask_config, redact
 from studies.config.space import arm_label, arm_of, flatten, has_arms, is_baseline, resolve_arm
 from studies.config.spec import TRIAL_SECTIONS, StudySpec
+from studies.store.inputs import context_tags
 from studies.store.queries import ROLE, STUDY, TRIAL_ID, search_all, study_filter
 from studies.store.sqlite_wal import write_ahead_log
 
@@ -165,6 +166,7 @@ class StudyTracker:
         # A resumed study's parent that had ended: set RUNNING only once a trial starts, so a
         # resume with nothing to do leaves its start and end as they were (issue 27)
         self._parent_ended: Any = None  # its RunInfo until then
+        self._context: dict[str, str] = {}  # source, user, git: known once start_study ran
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into Ray Tune's experiment state
         return {"spec": self.spec, "uri": self.uri}
@@ -205,6 +207,7 @@ class StudyTracker:
                 if experiment.tags.get(key) != value:  # made by an older normstudy
                     self.client.set_experiment_tag(self.experiment_id, key, value)
         found = self._search(study_filter(self.spec.name, "study"))
+        self._context = context_tags(self.spec, found[0].data.tags if found else None)
         if found:
             parent_id = found[0].info.run_id
             if running and found[0].info.status == "RUNNING":
@@ -223,6 +226,7 @@ class StudyTracker:
                     "normstudy.seeds": ",".join(map(str, self.spec.seeds)),
                     "mlflow.note.content": redact(self.spec.description),
                     **version_tags(),
+                    **self._context,  # source, user, git (studies.store.inputs)
                 },
             )
             parent_id = run.info.run_id
@@ -349,6 +353,7 @@ class StudyTracker:
                 "arm": redact(label),
                 "baseline": str(is_baseline(trial_config, self.spec)).lower(),
                 **version_tags(),
+                **self._context,
             },
         )
         self._params_due[trial_id] = _params(trial_config)

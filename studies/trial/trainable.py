@@ -16,6 +16,7 @@ parameters, gradients, optimizer state, ENorm and ALI-G work in fp32.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -33,6 +34,7 @@ from normlib.enorm import ENorm
 from normlib.seeding import make_complex, make_deterministic
 from studies.trial.batches import Batches, make_batches
 from studies.trial.data import load_splits
+from studies.trial.fingerprint import dataset_profile
 from studies.trial.recipes import (
     build_enorm,
     build_method,
@@ -110,6 +112,8 @@ def run_trial(config: dict[str, Any], session: Session, device: torch.device | s
             "diverged": 0,
             **{k: v for k, v in train.items() if k not in ("loss", "acc")},
         }
+        if epoch == start_epoch and trial.dataset is not None:  # the driver logs it to MLflow
+            metrics["dataset_input"] = json.dumps(trial.dataset)
         if not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss")):
             final = dict(last_finite or metrics)
             final.update(epoch=epoch, diverged=1, epoch_seconds=metrics["epoch_seconds"])
@@ -150,6 +154,7 @@ class TrialSetup:
     batches: Batches
     step: TrainStep
     method: Any = None  # the user's per-step hook (method section), if any
+    dataset: dict[str, Any] | None = None  # what it trains on (studies.trial.fingerprint)
 
 
 def build_trial(config: dict[str, Any], device: torch.device | str = "cpu") -> TrialSetup:
@@ -211,7 +216,8 @@ def build_trial(config: dict[str, Any], device: torch.device | str = "cpu") -> T
         method=method,
         method_every=(cfg.get("method") or {}).get("every", 1),
     )
-    return TrialSetup(cfg, model, optimizer, enorm, scheduler, batches, step, method)
+    return TrialSetup(cfg, model, optimizer, enorm, scheduler, batches, step, method,
+                      dataset_profile(data_cfg, splits))
 
 
 def method_state(method: Any) -> dict[str, Any] | None:
