@@ -161,6 +161,11 @@ class ResourcesSpec(Strict):
 class TrackingSpec(Strict):
     uri: str | None = None
     experiment: str | None = None
+    log_model: Literal["none", "best", "all"] = Field(
+        "best", description="final weights logged as MLflow PyTorch models: none, the best trial "
+        "per arm (registered under the study's name, an alias per arm), or every finished trial")
+    system_metrics: bool = Field(
+        True, description="CPU, memory and GPU use of each trial, sampled into its MLflow run")
 
 
 def _distinct(seeds: list[int]) -> list[int]:

@@ -15,8 +15,10 @@ from pathlib import Path
 from ray.tune import Callback
 
 from studies.run.sync import reconcile
+from studies.run.system_metrics import SystemMetrics
 from studies.store.backlog import Backlog, first_line, retry_seconds, say
 from studies.store.inputs import log_dataset
+from studies.store.models import log_study_models, registry_name
 from studies.store.results import RESULT_FILE
 from studies.store.tracker import LOGGED_METRICS, StudyTracker, TrialWrite
 
@@ -31,6 +33,7 @@ class MLflowTrialCallback(Callback):
         self.tracker = tracker
         self.backlog = Backlog(tracker, background=True)  # deliveries never block the driver
         self.started = time.perf_counter()
+        self.system = SystemMetrics(tracker, tracker.spec.tracking.system_metrics)
 
     def __getstate__(self) -> dict:  # pickled into Ray Tune's experiment state
         return {"tracker": self.tracker}
@@ -47,6 +50,7 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.backlog.submit_write(trial.trial_id, TrialWrite(trial.config, start=True))
+        self.backlog.submit(self.system.start, trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         fields = {k: result[k] for k in ("epoch", *LOGGED_METRICS) if k in result}
@@ -72,10 +76,12 @@ class MLflowTrialCallback(Callback):
         if not result.get("diverged") and int(result.get("epoch", 0)) < epochs:
             tags["stopped_early"] = "true"  # ASHA
         write = TrialWrite(trial.config, tags=tags, status="FINISHED")
+        self.backlog.submit(self.system.stop, trial.trial_id)
         self.backlog.submit_write(trial.trial_id, write)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         tags = {"error_file": str(getattr(trial, "error_file", "") or "")}
+        self.backlog.submit(self.system.stop, trial.trial_id)
         self.backlog.submit_write(trial.trial_id,
                                   TrialWrite(trial.config, tags=tags, status="FAILED"))
 
@@ -83,6 +89,7 @@ class MLflowTrialCallback(Callback):
         finished = all(t.status == "TERMINATED" for t in trials)
         errored = any(t.status == "ERROR" for t in trials)
         status = "FINISHED" if finished else "FAILED" if errored else "KILLED"
+        self.backlog.submit(self.system.stop_all)
         self.backlog.submit(self.tracker.end_study, status)
         seconds = retry_seconds()
         queuing = self.backlog.submit_seconds  # the driver's time in the study's updates
@@ -108,6 +115,22 @@ class MLflowTrialCallback(Callback):
             say(f"warning: could not check the MLflow runs against the results "
                 f"({type(err).__name__}: {first_line(err)}); run `normstudy sync "
                 f"{self.tracker.spec.name}` to retry")  # fmt: skip
+        self._log_models(folder)
+
+    def _log_models(self, folder: Path) -> None:
+        """The trials' models as ``tracking.log_model`` asks (:mod:`studies.store.models`);
+        a failure only warns: the study and its checkpoints are safe."""
+        spec = self.tracker.spec
+        try:
+            runs = {tid: run.info.run_id for tid, run in self.tracker.trial_runs().items()}
+            aliases = log_study_models(self.tracker.client, self.tracker.uri, spec, folder, runs)
+        except Exception as err:
+            say(f"warning: could not log the trials' models to MLflow ({type(err).__name__}: "
+                f"{first_line(err)})")  # fmt: skip
+            return
+        if aliases:
+            name = registry_name(spec)
+            say(f"MLflow models: {', '.join(f'models:/{name}@{a}' for a in aliases)}")
 
 
 class KeepResultRows(Callback):
