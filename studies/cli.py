@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace, data_here: bool = True):
+def _load(args: argparse.Namespace, data_here: bool = True, machine: bool = False):
     from studies.trial.validation import load_spec  # torch: only commands that read a spec
 
     overrides = list(args.overrides)
@@ -168,7 +168,7 @@ def _load(args: argparse.Namespace, data_here: bool = True):
         overrides.append(f"tracking.uri={uri}")
     if getattr(args, "code", None):
         overrides.append(f"code={Path(args.code).expanduser().resolve()}")
-    return load_spec(args.spec, overrides, smoke=args.smoke, data_here=data_here)
+    return load_spec(args.spec, overrides, smoke=args.smoke, data_here=data_here, machine=machine)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -191,7 +191,8 @@ def trial_count(spec) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
-    spec = _load(args, data_here=not remote)  # a cluster's nodes read the data, not this one
+    # a local run: a trial fits this machine; a cluster's nodes read the data, not this one
+    spec = _load(args, data_here=not remote, machine=not remote)
     check_storage(spec.storage)  # before Ray starts or anything is written
     os.environ[SOURCE_ENV] = str(resolve_spec_path(args.spec).resolve())  # the runs' Source
     from studies.run.resources import preflight  # lazily, here and below: Ray loads only if needed

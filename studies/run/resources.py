@@ -1,9 +1,10 @@
 """Can a trial run here? Checked before a study starts, watched while it waits.
 
 * **Local runs** (no ``--address``): before Ray starts, a trial's ``resources`` are compared
-  with this machine (CPUs this process may use, GPUs as torch sees them, memory); after Ray
-  starts, with what Ray offers. A trial that cannot fit stops the study with exit 2 (one
-  message naming the field, what the machine has, and the ways out), nothing written.
+  with this machine (:func:`studies.trial.hardware.check_machine`: CPUs this process may use,
+  GPUs as torch sees them, memory); after Ray starts, with what Ray offers. A trial that cannot
+  fit stops the study with exit 2 (one line naming the field, what the machine has, and the
+  ways out), nothing written, no Ray left running.
 * **Cluster runs** (``--address``): a trial must fit on one node. One that no node can hold
   now, nor any node type of the cluster's autoscaler (where Ray reports them), exits 2 the
   same way; one that fits a node type, or joins a cluster that reports none (a node may be
@@ -28,89 +29,20 @@ from pathlib import Path
 
 from studies.config.spec import CannotStart, StudySpec
 from studies.trial.data import fetch_study_data
-from studies.trial.validation import machine_memory
+from studies.trial.hardware import (
+    amount,
+    check_machine,
+    fits,
+    quantity,
+    refusal,
+    shortfall,
+    trial_needs,
+)
 
-GIB = 2**30
-FIELDS = {"CPU": "resources.cpu", "GPU": "resources.gpu", "memory": "resources.memory_gb"}
 NETWORK_FILESYSTEMS = (
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "gpfs", "beegfs",
     "afs", "ocfs2", "panfs", "wekafs", "virtiofs", "9p",
 )  # fmt: skip
-
-
-def trial_needs(spec: StudySpec) -> dict[str, float]:
-    """What one trial asks Ray for, in Ray's resource names (memory in bytes)."""
-    needs = {"CPU": spec.resources.cpu, "GPU": spec.resources.gpu}
-    if spec.resources.memory_gb is not None:
-        needs["memory"] = spec.resources.memory_gb * GIB
-    return {**{k: v for k, v in needs.items() if v}, **spec.resources.custom}
-
-
-def field_of(resource: str) -> str:
-    return FIELDS.get(resource, f"resources.custom.{resource}")
-
-
-def amount(resource: str, value: float) -> str:
-    """``1 GPU``, ``2 CPUs``, ``4 GiB of memory``, ``1 'a100'``."""
-    if resource == "memory":
-        return f"{value / GIB:.3g} GiB of memory"
-    if resource in ("CPU", "GPU"):
-        return f"{value:g} {resource}{'s' if value > 1 else ''}"
-    return f"{value:g} {resource!r}"
-
-
-def quantity(resource: str, value: float) -> str:
-    """A count as the cluster has it: ``0``, ``12.5 GiB``."""
-    return f"{value / GIB:.3g} GiB" if resource == "memory" else f"{value:g}"
-
-
-def fits(needs: dict[str, float], node: dict[str, float]) -> bool:
-    return all(node.get(key, 0.0) >= value for key, value in needs.items())
-
-
-def shortfall(needs: dict[str, float], nodes: list[dict[str, float]]) -> str | None:
-    """The first resource no single node has enough of (None: each alone would fit)."""
-    return next((key for key, value in needs.items()
-                 if all(node.get(key, 0.0) < value for node in nodes)), None)  # fmt: skip
-
-
-def machine_resources() -> dict[str, float]:
-    """What a local Ray can offer a trial: CPUs this process may use, GPUs as torch sees them,
-    the machine's memory."""
-    import torch  # validation loaded it already
-
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"CPU": float(cpus or 1), "GPU": float(torch.cuda.device_count()),
-            "memory": float(machine_memory())}  # fmt: skip
-
-
-def refusal(resource: str, need: float, have: float, where: str) -> CannotStart:
-    """Exit 2: the field, what a trial asks, what ``where`` has, and the ways out."""
-    field, asks = field_of(resource), f"a trial asks for {amount(resource, need)}"
-    if resource == "GPU":
-        seen = " (GPUs as torch sees them)" if where == "this machine" else ""
-        return CannotStart(field, f"{asks}, {where} has {have:g}{seen}; train on CPU with "
-                           "--set resources.gpu=0, or run on a Ray cluster that has GPUs with "
-                           "--address")  # fmt: skip
-    if resource == "CPU":
-        fix = f"--set resources.cpu={have:g}" if have >= 1 else "fewer CPUs"
-        return CannotStart(field, f"{asks}, {where} has {have:g}; ask for at most that "
-                           f"({fix}), or run on a Ray cluster with --address")  # fmt: skip
-    if resource == "memory":
-        return CannotStart(field, f"{asks}, {where} has {quantity(resource, have)}; ask for "
-                           "less (--set resources.memory_gb=...), or run on a Ray cluster "
-                           "with --address")  # fmt: skip
-    return CannotStart(field, f"{asks} (a custom resource), {where} has {have:g}; run on a Ray "
-                       f"cluster whose nodes offer it (ray start --resources "
-                       f"'{{\"{resource}\": 1}}') with --address, or remove {field}")  # fmt: skip
-
-
-def check_machine(spec: StudySpec) -> None:
-    """A local run: SpecError (exit 2) unless a trial fits this machine; before Ray starts."""
-    needs, have = trial_needs(spec), machine_resources()
-    short = shortfall(needs, [have])
-    if short is not None:
-        raise refusal(short, needs[short], have.get(short, 0.0), "this machine")
 
 
 def preflight(spec: StudySpec, address: str | None,

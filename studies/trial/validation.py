@@ -16,7 +16,6 @@ the model registry and torch, before any work starts.
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -36,21 +35,26 @@ from studies.trial.components import (
     resolve_callable,
 )
 from studies.trial.data import check_available, study_datasets
+from studies.trial.hardware import check_machine, machine_memory
 from studies.trial.recipes import build_enorm, build_model, model_parameters
 from studies.trial.user_data import ContractError, load_user_data
 
 
-def load_spec(spec: str | Path, overrides: list[str] | None = None,
-              smoke: bool = False, data_here: bool = True) -> StudySpec:  # fmt: skip
+def load_spec(spec: str | Path, overrides: list[str] | None = None, smoke: bool = False,
+              data_here: bool = True, machine: bool = False) -> StudySpec:  # fmt: skip
     """Read, override, shrink (``smoke``) and validate a spec file or catalog study."""
-    return parse_spec(read_spec(spec, overrides, smoke), data_here)
+    return parse_spec(read_spec(spec, overrides, smoke), data_here, machine)
 
 
-def parse_spec(data: dict[str, Any], data_here: bool = True) -> StudySpec:
+def parse_spec(data: dict[str, Any], data_here: bool = True, machine: bool = False) -> StudySpec:
     """A validated StudySpec from spec data; SpecError lists every problem by field.
     ``data_here``: the dataset files must be on this machine (not so for a cluster run,
-    whose trials read them on the nodes: :func:`missing_data` warns instead)."""
+    whose trials read them on the nodes: :func:`missing_data` warns instead). ``machine``
+    (a local run): a trial must fit this machine (CannotStart), checked before the models are
+    built, so the refusal comes in seconds."""
     spec = parse_config(data)
+    if machine:
+        check_machine(spec)
     if spec.code is not None and not Path(spec.code).expanduser().is_dir():
         raise SpecError([("code", f"{spec.code!r} is not a folder; give the folder that holds "
                           "your packages (--code DIR)")])  # fmt: skip
@@ -239,11 +243,6 @@ class _BuildBudget:
         if time.process_time() > self._deadline:
             raise ModelTooBig(f"it has over {self.modules:,} modules (building it on the meta "
                               f"device took over {self.seconds:.0f} CPU seconds)")  # fmt: skip
-
-
-def machine_memory() -> int:
-    """Physical memory of this machine in bytes."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def _size_fields(config: dict[str, Any]) -> str:

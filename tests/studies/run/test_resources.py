@@ -1,6 +1,6 @@
-"""Can a trial run here: the checks before a study starts (this machine, a cluster's nodes and
-autoscaler node types), the waiting line, the stop after ``resources.wait_s``, and the data
-root warning of cluster runs. Ray's answers are replaced by dictionaries: no Ray starts."""
+"""Can a trial run on the cluster: its nodes and autoscaler node types checked at the start,
+the waiting line, the stop after ``resources.wait_s``, and the data root warning of cluster
+runs. Ray's answers are replaced by dictionaries: no Ray starts."""
 
 from __future__ import annotations
 
@@ -10,29 +10,21 @@ from types import SimpleNamespace
 
 import pytest
 
-from studies.config.spec import CannotStart, SpecError
+from studies.config.spec import CannotStart
 from studies.run import progress, resources
 from studies.run.progress import ProgressCallback
 from studies.run.resources import (
     ResourceWatch,
     check_cluster,
-    check_machine,
     data_root_warnings,
-    trial_needs,
 )
 from studies.trial.validation import load_spec
 
 GIB = 2**30
-LAPTOP = {"CPU": 2.0, "GPU": 0.0, "memory": 16.0 * GIB}
 
 
 def spec_with(*overrides: str):
     return load_spec("quickstart", list(overrides))
-
-
-@pytest.fixture
-def laptop(monkeypatch):
-    monkeypatch.setattr(resources, "machine_resources", lambda: dict(LAPTOP))
 
 
 def refused(spec, check) -> str:
@@ -41,35 +33,6 @@ def refused(spec, check) -> str:
     message = str(err.value)
     assert "\n" not in message and message.startswith("cannot start the study: ")
     return message.removeprefix("cannot start the study: ")
-
-
-def test_a_local_run_names_the_field_what_the_machine_has_and_the_ways_out(laptop):
-    message = refused(spec_with("resources.gpu=1"), check_machine)
-    assert message == ("resources.gpu: a trial asks for 1 GPU, this machine has 0 (GPUs as "
-                       "torch sees them); train on CPU with --set resources.gpu=0, or run on a "
-                       "Ray cluster that has GPUs with --address")  # fmt: skip
-    message = refused(spec_with("resources.cpu=4"), check_machine)
-    assert message.startswith("resources.cpu: a trial asks for 4 CPUs, this machine has 2;")
-    assert "--set resources.cpu=2" in message
-    message = refused(spec_with("resources.memory_gb=64"), check_machine)
-    assert message.startswith("resources.memory_gb: a trial asks for 64 GiB of memory, this "
-                              "machine has 16 GiB;")  # fmt: skip
-    message = refused(spec_with("resources.custom={a100: 1}"), check_machine)
-    assert message.startswith("resources.custom.a100: a trial asks for 1 'a100' (a custom "
-                              "resource), this machine has 0;")  # fmt: skip
-    check_machine(spec_with("resources.cpu=2", "resources.memory_gb=8"))  # fits: no error
-
-
-def test_wait_s_and_custom_resources_are_validated():
-    with pytest.raises(SpecError) as err:
-        spec_with("resources.wait_s=0")
-    assert err.value.problems[0][0] == "resources.wait_s"
-    with pytest.raises(SpecError) as err:
-        spec_with("resources.custom={GPU: 1}")
-    assert "not a custom resource" in str(err.value)
-    spec = spec_with("resources.custom={scratch: 2}", "resources.memory_gb=2")
-    assert spec.resources.wait_s == 600
-    assert trial_needs(spec) == {"CPU": 1.0, "memory": 2.0 * GIB, "scratch": 2.0}
 
 
 def cluster(monkeypatch, nodes: list[dict], types: list[dict] | None) -> None:
