@@ -20,7 +20,7 @@ from dataset_files import (
     write_mnist_files,
     write_svhn_files,
 )
-from user_shell import Shell, free_port, study_runs
+from user_shell import Shell, free_port, study_runs, wait_for
 
 pytestmark = pytest.mark.acceptance
 
@@ -172,6 +172,19 @@ def test_a_gpu_trial_on_a_machine_without_one_is_refused_in_seconds(shell):
         "Ray cluster that has GPUs with --address"
     ]
     assert_nothing_left(shell, ran)
+
+
+def test_memory_beyond_what_the_local_ray_offers_is_refused_and_ray_stopped(shell):
+    from studies.trial.hardware import machine_memory
+
+    asked = round(machine_memory() / 2**30 * 0.9, 1)  # Ray offers ~70% of the free memory
+    ran = shell.run("run", "quickstart", "--set", f"resources.memory_gb={asked}")
+    assert ran.code == 2, ran.text
+    [line] = [t for t in ran.err.splitlines() if t.startswith("normstudy:")]
+    assert line.startswith("normstudy: cannot start the study: resources.memory_gb: a trial asks "
+                           f"for {asked:.3g} GiB of memory, this machine's Ray has ")
+    wait_for(lambda: not session_processes(shell.started[-1].pid), 60, "Ray's processes to end")
+    assert not (shell.results / "quickstart").exists() and "trial_" not in ran.text
 
 
 def test_a_download_without_a_network_stops_before_any_trial_with_its_cause(shell):

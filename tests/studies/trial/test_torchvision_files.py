@@ -120,3 +120,16 @@ def test_a_study_downloads_in_the_driver_or_stops_with_one_line(tmp_path, monkey
     assert "[Errno -2] Name or service not known" in message
     assert f"copy the files to {tmp_path / 'd' / 'MNIST' / 'raw'}" in message
     assert "set dataset.download: false" in message
+
+
+def test_a_cluster_run_is_warned_of_files_missing_here_not_refused(tmp_path):
+    from studies.config.spec import SpecError
+    from studies.trial.validation import missing_data
+
+    overrides = [f"dataset={{name: mnist, root: {tmp_path}}}"]
+    with pytest.raises(SpecError, match="dataset.root: dataset 'mnist': .* does not exist"):
+        load_spec("quickstart", overrides)  # a local run reads them here: exit 2
+    spec = load_spec("quickstart", overrides, data_here=False)  # the nodes read them
+    [warning] = missing_data(spec)
+    assert warning.startswith(f"dataset 'mnist': {tmp_path}/MNIST/raw/train-images-idx3-ubyte "
+                              "does not exist (and 3 more of its files)")  # fmt: skip
