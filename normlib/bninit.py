@@ -54,7 +54,8 @@ class _ScaleInit(_BatchNorm):
                 self.weight.fill_(self.bn_weight)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, bn_weight={self.bn_weight}"
+        base = super().extra_repr()  # type: ignore[no-untyped-call]  # torch's, unannotated
+        return f"{base}, bn_weight={self.bn_weight}"
 
 
 class ScaleBatchNorm1d(_ScaleInit, nn.BatchNorm1d):

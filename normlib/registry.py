@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 
-class Registry:
-    """A mapping from names to constructors with a decorator to fill it."""
+class Registry(Generic[T]):
+    """A mapping from names to entries (constructors, or a dataset's source) with a
+    decorator to fill it."""
 
     def __init__(self, kind: str):
         self.kind = kind
-        self._entries: dict[str, Callable[..., Any]] = {}
+        self._entries: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def register(self, name: str) -> Callable[[T], T]:
+        """A decorator that files its argument under ``name`` (twice is an error)."""
+
+        def add(fn: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = fn
@@ -23,9 +28,11 @@ class Registry:
         return add
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._entries)
 
-    def get(self, name: str) -> Callable[..., Any]:
+    def get(self, name: str) -> T:
+        """The entry of ``name``; ValueError listing the valid names if there is none."""
         try:
             return self._entries[name]
         except KeyError:
@@ -34,10 +41,14 @@ class Registry:
             ) from None
 
     def build(self, name: str, **kwargs: Any) -> Any:
-        return self.get(name)(**kwargs)
+        """Call the constructor registered as ``name`` with ``kwargs``."""
+        constructor = self.get(name)
+        if not callable(constructor):
+            raise TypeError(f"{self.kind} {name!r} is not a constructor")
+        return constructor(**kwargs)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
 
-MODELS = Registry("model")
+MODELS: Registry[Callable[..., Any]] = Registry("model")

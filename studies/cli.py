@@ -8,10 +8,13 @@ continues it).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from studies.config.load import catalog_names, read_yaml, resolve_spec_path
 from studies.config.space import total_trials
@@ -24,6 +27,11 @@ from studies.store.layout import (
     find_study,
     study_folders,
 )
+
+if TYPE_CHECKING:  # the CLI starts without torch, Ray or MLflow: these load on use
+    from studies.analysis.outputs import ComparisonRun
+    from studies.config.spec import StudySpec
+    from studies.run.fit import StudyOutcome
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 EPILOG = """examples:
@@ -157,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace, data_here: bool = True, machine: bool = False):
+def _load(args: argparse.Namespace, data_here: bool = True, machine: bool = False) -> StudySpec:
     from studies.trial.validation import load_spec  # torch: only commands that read a spec
 
     overrides = list(args.overrides)
@@ -181,7 +189,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def trial_count(spec) -> str:
+def trial_count(spec: StudySpec) -> str:
     """``12 trials``, or ``24 search + 15 confirm trials`` for a two-stage study."""
     search, confirm = total_trials(spec)
     if spec.sequential is not None:  # the looks stop arms early: the count is the most
@@ -209,7 +217,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return finish(outcome)
 
 
-def study_lease(storage: str, name: str, args: argparse.Namespace):
+def study_lease(storage: str, name: str,
+                args: argparse.Namespace) -> AbstractContextManager[Any]:
     """The lease of study ``name`` in the results folder ``storage``, taken now (LeaseHeld:
     exit 2 while another driver holds it); none for a URI storage."""
     import contextlib
@@ -223,7 +232,7 @@ def study_lease(storage: str, name: str, args: argparse.Namespace):
     return acquire_lease(folder, name, command, interrupt_on_loss=True)
 
 
-def existing_study_lease(args: argparse.Namespace):
+def existing_study_lease(args: argparse.Namespace) -> AbstractContextManager[Any]:
     """The lease of the existing study ``args.study`` (both stages share the search stage's);
     none when there is no such study (the command reports that in its own words)."""
     import contextlib
@@ -258,7 +267,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return finish(outcome)
 
 
-def finish(outcome) -> int:
+def finish(outcome: StudyOutcome) -> int:
     """Report a study that ended and compare its arms (not after an interruption)."""
     code = report(outcome)
     if code != INTERRUPTED:
@@ -269,14 +278,14 @@ def finish(outcome) -> int:
     return code
 
 
-def storage_flag(outcome) -> str:
+def storage_flag(outcome: StudyOutcome) -> str:
     """`` --storage DIR`` unless the study is in the default results directory."""
     default = Path(default_storage()).resolve()
     parent = outcome.folder.parent
     return "" if parent.resolve() == default else f" --storage '{parent}'"
 
 
-def report(outcome) -> int:
+def report(outcome: StudyOutcome) -> int:
     """Print the outcome; the exit code: 0 done, 1 trials errored, 130 interrupted."""
     counts = ", ".join(f"{n} {state}" for state, n in sorted(outcome.counts.items()))
     if outcome.interrupted:
@@ -324,7 +333,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         data = read_yaml(path)
         description = " ".join(str(data.get("description", "")).split())
         trials, hours = cached("catalog-row", [name, path.read_text(encoding="utf-8")],
-                               lambda name=name: catalog_row(name))  # fmt: skip
+                               functools.partial(catalog_row, name))  # fmt: skip
         print(f"  {name:<28} {trials:>6} {hours:>7}  {description[:80]}")
     storage = Path(args.storage)
     studies = study_folders(storage)
@@ -389,7 +398,8 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_comparison(result) -> None:
+def print_comparison(result: ComparisonRun) -> None:
+    """The comparison table (and the sequential looks), then where the report went."""
     from studies.analysis.outputs import ARTIFACT_DIR, OUTPUT_DIR, REPORT_FILE
     from studies.analysis.report import format_table
 
@@ -404,7 +414,7 @@ def print_comparison(result) -> None:
         print(f"[normstudy] logged to MLflow run {result.run_id} (artifacts/{ARTIFACT_DIR})")
 
 
-def compare_after_run(outcome) -> None:
+def compare_after_run(outcome: StudyOutcome) -> None:
     """After ``run`` / ``resume``: compare and print; a failure only warns (the study is safe)."""
     from studies.analysis.outputs import run_comparison
 

@@ -263,6 +263,8 @@ def compare(
             scored = _score(trial, metric, select)
             if isinstance(scored, str):
                 reason = scored
+            elif trial.seed is None:
+                reason = "no seed in its config (it pairs with no baseline trial)"
             elif trial.seed in usable.get(trial.arm, {}):
                 first = usable[trial.arm][trial.seed].trial_id
                 reason = f"duplicate of trial {first} (same arm and seed)"

@@ -21,10 +21,11 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from studies.analysis.comparison import Comparison
+from studies.analysis.comparison import ArmRow, Comparison
 from studies.analysis.report import format_p, units
 
 BETTER, WORSE, TIED = "#2ca02c", "#d62728", "#7f7f7f"
@@ -218,7 +219,7 @@ def _short(label: str, width: int = 48) -> str:
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
-def _bound(row, comparison: Comparison) -> float | None:
+def _bound(row: ArmRow, comparison: Comparison) -> float | None:
     """The finite end of the row's one-sided 95% interval (None with fewer than 2 pairs)."""
     if not row.enough:
         return None
@@ -226,7 +227,7 @@ def _bound(row, comparison: Comparison) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _forest_style(row) -> tuple[str, str, str]:
+def _forest_style(row: ArmRow) -> tuple[str, str, str]:
     """(marker, face color, edge color) of an arm: filled green when Holm-significant,
     open grey when tested and not significant, a grey x with fewer than 2 pairs."""
     if not row.enough:
@@ -236,14 +237,14 @@ def _forest_style(row) -> tuple[str, str, str]:
     return "o", "white", TIED
 
 
-def _forest_marks(ax, rows: list, comparison: Comparison, scale: float) -> None:
+def _forest_marks(ax: Axes, rows: list[ArmRow], comparison: Comparison, scale: float) -> None:
     """Row y = i: a segment from the arm's one-sided bound (marked |) to its mean difference
     (marked by ``_forest_style``), drawn as one collection per kind of mark, not one line
     per arm: a page of 70 arms costs a few artists."""
     styles = [_forest_style(row) for row in rows]
-    bounded = [(y, _bound(row, comparison) * scale, row.mean_diff * scale, edge)
+    bounded = [(y, bound * scale, row.mean_diff * scale, edge)
                for y, (row, (_, _, edge)) in enumerate(zip(rows, styles, strict=True))
-               if _bound(row, comparison) is not None]  # fmt: skip
+               if (bound := _bound(row, comparison)) is not None]  # fmt: skip
     if bounded:
         ys, bounds, means, edges = zip(*bounded, strict=True)
         ax.hlines(ys, bounds, means, colors=edges, linewidth=1.4, zorder=2)

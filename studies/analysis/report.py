@@ -183,8 +183,8 @@ def _paired_values_table(comparison: Comparison) -> str:
     u = units(comparison.scored_metric)
     d = _digits(comparison.scored_metric)
     by_arm: dict[str, dict[int, Score]] = {}
-    for score in comparison.scores:
-        by_arm.setdefault(score.arm, {})[score.seed] = score
+    for scored in comparison.scores:
+        by_arm.setdefault(scored.arm, {})[scored.seed] = scored
     arms = [comparison.baseline, *(row.arm for row in comparison.rows)]
     seeds = sorted({s.seed for s in comparison.scores})
     show_epoch = comparison.select == "best_val"

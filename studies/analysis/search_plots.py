@@ -204,7 +204,7 @@ def slice_figure(answer: SearchAnswer) -> Any:
         ax.set_visible(False)
     points = None
     for ax, swept in zip(axes.flat, paths, strict=False):
-        raw = [c.values.get(swept) for c in answer.ranking]
+        raw: list[Any] = [c.values.get(swept) for c in answer.ranking]
         numeric = _numeric(raw)
         labels = sorted({format_param(v) for v in raw}) if not numeric else []
         log = numeric and log_axis(answer.spec, swept, [float(v) for v in raw])

@@ -198,7 +198,10 @@ def analyze(comparison: Comparison, completed_looks: int | None = None) -> Seque
     return result
 
 
-def _walk(label, arm, base, seeds, design, sign, limit, strict):
+def _walk(label: str, arm: dict[int, float], base: dict[int, float], seeds: list[int],
+          design: SequentialDesign, sign: float, limit: int, strict: bool,
+          ) -> tuple[ArmSequence, SequentialDecision | None]:
+    """One arm's looks in order (up to ``limit``) until its design stops it."""
     sequence = ArmSequence(label)
     decision = None
     for k, n in enumerate(design.looks[:limit]):
@@ -220,20 +223,22 @@ def _walk(label, arm, base, seeds, design, sign, limit, strict):
 
 
 def _fixed(arm: ArmSequence, design: SequentialDesign, decision: SequentialDecision) -> None:
-    if not decision.sd_diff > 0:
+    if not decision.sd_diff > 0 or design.min_effect is None:
         return
     plan = expected_seeds(design, design.min_effect, decision.sd_diff, design.min_effect)
     arm.fixed_seeds, arm.fixed_power = plan.fixed_seeds, plan.reference_power
 
 
-def _holm(result: SequentialResult, decisions, design: SequentialDesign) -> None:
+def _holm(result: SequentialResult, decisions: list[SequentialDecision | None],
+          design: SequentialDesign) -> None:
     """Holm across arms once all stopped: holm_sequential, or plain Holm on the stage-wise
     p-values when a failed look left an arm without a decision (p = 1)."""
     alpha = result.section.alpha
-    if all(d is not None and d.stopped for d in decisions) and decisions and not any(
+    stopped = [d for d in decisions if d is not None and d.stopped]
+    if len(stopped) == len(decisions) and decisions and not any(
         a.action == "incomplete" for a in result.arms
     ):
-        adjusted, rejected = holm_sequential(decisions, [design] * len(decisions), alpha)
+        adjusted, rejected = holm_sequential(stopped, [design] * len(stopped), alpha)
     else:
         adjusted = holm([a.pvalue if a.pvalue is not None else 1.0 for a in result.arms])
         rejected = adjusted <= alpha

@@ -115,7 +115,8 @@ def _unflatten(params: dict[str, str]) -> dict[str, Any]:
     return config
 
 
-def _experiment(client, spec: StudySpec, uri: str):
+def _experiment(client: Any, spec: StudySpec, uri: str) -> Any:
+    """The study's MLflow experiment, or SpecError naming --source."""
     experiment = client.get_experiment_by_name(spec.experiment_name)
     if experiment is None:
         raise SpecError(

@@ -89,9 +89,11 @@ def _domain_lists(domain: Any) -> list[tuple[str, list[Any]]]:
 def _base_needs_root(data: dict[str, Any]) -> bool:
     """Whether some trial of the study reads a file-based dataset through the base
     ``dataset`` section's root: its own name, a swept ``dataset.name`` or an arm's."""
-    dataset = data.get("dataset") if isinstance(data.get("dataset"), dict) else {}
+    dataset = data.get("dataset")
+    dataset = dataset if isinstance(dataset, dict) else {}
     names = [dataset.get("name", "digits")]
-    sweep = data.get("sweep") if isinstance(data.get("sweep"), dict) else {}
+    sweep = data.get("sweep")
+    sweep = sweep if isinstance(sweep, dict) else {}
     names += [v for _, values in _domain_lists(sweep.get("dataset.name")) for v in values]
     for arm in data.get("arms") or []:
         if isinstance(arm, dict):

@@ -212,7 +212,7 @@ def _finite_grids(data: dict[str, Any]) -> dict[str, list[Any]]:
     return grids
 
 
-def _baseline_choice(spec, grids: dict[str, list[Any]]) -> dict[str, Any] | None:
+def _baseline_choice(spec: StudySpec, grids: dict[str, list[Any]]) -> dict[str, Any] | None:
     """Indices of the baseline's explicit arm (``"arm"``) and grid values, found on resolved
     trial configs; None if the study has no baseline or no arm matches it."""
     wanted = spec.baseline

@@ -72,7 +72,11 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def domain_values(domain: SweepDomain) -> list[Any]:
     """The values of a finite domain (grid or choice)."""
-    return list(domain.grid if isinstance(domain, GridDomain) else domain.choice)
+    if isinstance(domain, GridDomain):
+        return list(domain.grid)
+    if isinstance(domain, ChoiceDomain):
+        return list(domain.choice)
+    raise TypeError(f"domain_values: {type(domain).__name__} has no finite list of values")
 
 
 def domain_endpoints(domain: SweepDomain) -> list[Any]:

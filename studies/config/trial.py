@@ -8,7 +8,7 @@ whose arguments are checked against its signature when the spec is loaded
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -16,6 +16,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -70,7 +71,7 @@ class DatasetSpec(Strict):
 
     @field_validator("extra")
     @classmethod
-    def _extra_is_svhn(cls, extra: bool, info) -> bool:
+    def _extra_is_svhn(cls, extra: bool, info: ValidationInfo) -> bool:
         name = info.data.get("name")
         if extra and name is not None and name != "svhn":
             raise ValueError(f"dataset.extra: true is valid only for svhn, not {name!r}")
@@ -126,7 +127,7 @@ class SGDSpec(Strict):
     nesterov: bool = False
 
     @model_validator(mode="after")
-    def _nesterov(self):
+    def _nesterov(self) -> Self:
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=true needs momentum > 0")
         return self
@@ -243,7 +244,7 @@ class ScheduleSpec(Strict):
     factor: float = Field(0.1, gt=0, le=1)
 
     @model_validator(mode="after")
-    def _milestones(self):
+    def _milestones(self) -> Self:
         if self.name == "step" and not self.milestones:
             raise ValueError("schedule 'step' needs milestones, e.g. [60, 120, 160]")
         if self.milestones != sorted(set(self.milestones)):
@@ -283,7 +284,7 @@ class TrialConfig(Strict):
     train: TrainSpec
 
     @model_validator(mode="after")
-    def _compatible(self):
+    def _compatible(self) -> Self:
         if self.enorm is not None and self.enorm.enabled and self.optimizer.name != "sgd":
             raise ValueError(
                 f"enorm needs optimizer 'sgd' (it rescales SGD momentum buffers), "

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from ray.tune import Callback
+from ray.tune.experiment import Trial
 
 from studies.run.sync import reconcile
 from studies.run.system_metrics import SystemMetrics
@@ -39,20 +41,23 @@ class MLflowTrialCallback(Callback):
         return {"tracker": self.tracker}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["tracker"])
+        MLflowTrialCallback.__init__(self, state["tracker"])
 
-    def setup(self, **info):
+    def setup(self, stop: Any = None, num_samples: int | None = None,
+              total_num_samples: int | None = None, **info: Any) -> None:
         self.started = time.perf_counter()
         self.backlog.submit(self.tracker.start_study)
 
-    def on_step_end(self, iteration, trials, **info):
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         self.backlog.flush()
 
-    def on_trial_start(self, iteration, trials, trial, **info):
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
         self.backlog.submit_write(trial.trial_id, TrialWrite(trial.config, start=True))
         self.backlog.submit(self.system.start, trial.trial_id)
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
+                        result: dict[str, Any], **info: Any) -> None:
         fields = {k: result[k] for k in ("epoch", *LOGGED_METRICS) if k in result}
         stamp = int(time.time() * 1000)  # fixed now, so a replay writes the same point
         tags = {}
@@ -65,11 +70,13 @@ class MLflowTrialCallback(Callback):
             self.backlog.submit(log_dataset, self.tracker, trial.trial_id, trial.config,
                                 json.loads(result["dataset_input"]))  # fmt: skip
 
-    def on_trial_recover(self, iteration, trials, trial, **info):
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
         self.backlog.submit(self.tracker.mark_retry, trial.trial_id, trial.config,
                             trial.num_failures)  # fmt: skip
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
         result = trial.last_result or {}
         tags = {"diverged": "true"} if result.get("diverged") else {}
         epochs = self.tracker.spec.train.epochs
@@ -79,13 +86,14 @@ class MLflowTrialCallback(Callback):
         self.backlog.submit(self.system.stop, trial.trial_id)
         self.backlog.submit_write(trial.trial_id, write)
 
-    def on_trial_error(self, iteration, trials, trial, **info):
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
         tags = {"error_file": str(getattr(trial, "error_file", "") or "")}
         self.backlog.submit(self.system.stop, trial.trial_id)
         self.backlog.submit_write(trial.trial_id,
                                   TrialWrite(trial.config, tags=tags, status="FAILED"))
 
-    def on_experiment_end(self, trials, **info):
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         finished = all(t.status == "TERMINATED" for t in trials)
         errored = any(t.status == "ERROR" for t in trials)
         status = "FINISHED" if finished else "FAILED" if errored else "KILLED"
@@ -142,16 +150,20 @@ class KeepResultRows(Callback):
     current file is copied there first.
     """
 
-    def on_trial_recover(self, iteration, trials, trial, **info):
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
         from pyarrow import fs
 
+        storage = trial.storage
+        if trial.local_path is None or storage is None:  # Ray gives a started trial both
+            return
         local = Path(trial.local_path) / RESULT_FILE
-        remote = f"{trial.storage.trial_fs_path}/{RESULT_FILE}"
+        remote = f"{storage.trial_fs_path}/{RESULT_FILE}"
         if not local.is_file() or Path(remote).resolve() == local.resolve():
             return
         try:
             fs.copy_files(str(local), remote,
-                          destination_filesystem=trial.storage.storage_filesystem)  # fmt: skip
+                          destination_filesystem=storage.storage_filesystem)  # fmt: skip
         except Exception as err:  # the rows stay in MLflow; the record may miss some
             say(f"warning: could not save the result rows of trial {trial.trial_id} before "
                 f"its restart ({type(err).__name__}: {first_line(err)})")  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from studies.config.space import expected_trials
 from studies.config.spec import SpecError, StudySpec
@@ -27,6 +28,9 @@ from studies.run.tune import (
 from studies.store.layout import tracking_uri
 from studies.store.results import trial_statuses
 from studies.store.tracker import StudyTracker
+
+if TYPE_CHECKING:  # Ray loads when a study starts, not with the CLI
+    from ray.tune import Tuner
 
 
 def callbacks(spec: StudySpec, total: int) -> list:
@@ -54,7 +58,7 @@ class StudyOutcome:
         return bool(self.counts.get("unfinished"))
 
 
-def make_tuner(spec: StudySpec, storage_path: Path, name: str, hooks: list):
+def make_tuner(spec: StudySpec, storage_path: Path, name: str, hooks: list) -> Tuner:
     """A new Tuner for the trials of ``spec`` in the experiment ``storage_path / name``."""
     from ray import tune
 
@@ -85,12 +89,12 @@ def make_tuner(spec: StudySpec, storage_path: Path, name: str, hooks: list):
     )
 
 
-def study_tuner(spec: StudySpec, folder: Path):
+def study_tuner(spec: StudySpec, folder: Path) -> Tuner:
     """The Tuner of a whole (non-sequential) study in ``folder``."""
     return make_tuner(spec, folder.parent, spec.name, callbacks(spec, expected_trials(spec)))
 
 
-def fit(tuner, spec: StudySpec, folder: Path) -> StudyOutcome:
+def fit(tuner: Tuner, spec: StudySpec, folder: Path) -> StudyOutcome:
     """Fit the Tuner; trials are counted from the experiment state Ray Tune saved last, so a
     run stopped by SIGINT / SIGTERM (Ray Tune ends it and saves its state) is ``interrupted``."""
     started = time.time()
@@ -100,7 +104,8 @@ def fit(tuner, spec: StudySpec, folder: Path) -> StudyOutcome:
                           "ran; its trials' results are gone (the MLflow runs stay). Start it "
                           f"again with `normstudy run {spec.confirm_of or spec.name} "
                           "--overwrite`")])  # fmt: skip
-    diverged = {r.metrics.get("trial_id") for r in grid if (r.metrics or {}).get("diverged")}
+    diverged = {r.metrics.get("trial_id") for r in grid  # type: ignore[attr-defined]  # iterates by __getitem__
+                if (r.metrics or {}).get("diverged")}
     counts: dict[str, int] = {}
     for trial_id, status in trial_statuses(folder).items():
         state = {"TERMINATED": "finished", "ERROR": "errored"}.get(status, "unfinished")

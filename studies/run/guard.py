@@ -14,8 +14,10 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from ray.tune import Callback
+from ray.tune.experiment import Trial
 
 from studies.store.backlog import say
 from studies.store.layout import SPEC_FILE
@@ -44,9 +46,9 @@ class StudyFolderGuard(Callback):
         return {}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__()
+        StudyFolderGuard.__init__(self)
 
-    def on_step_end(self, iteration, trials, **info):
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         now = time.monotonic()
         if self.tripped or not trials or now < self._next_check:
             return

@@ -13,7 +13,7 @@ then gives each parameter its share of the variance of the metric, summing to 1.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from studies.analysis.search import FINISHED, SearchAnswer, format_param
 from studies.analysis.search_plots import log_axis, plotted_paths
@@ -34,7 +34,7 @@ def distributions(answer: SearchAnswer, paths: list[str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for path in paths:
         domain = answer.spec.sweep.get(path)
-        values = [c.values.get(path) for c in answer.ranking]
+        values: list[Any] = [c.values.get(path) for c in answer.ranking]
         if isinstance(domain, LogUniformDomain | UniformDomain):
             low, high = next(iter(domain.model_dump().values()))
             log = isinstance(domain, LogUniformDomain)
@@ -79,7 +79,7 @@ def param_importances(answer: SearchAnswer) -> tuple[dict[str, float] | None, st
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = distributions(answer, paths)
-    direction = "maximize" if answer.mode == "max" else "minimize"
+    direction: Literal["maximize", "minimize"] = "maximize" if answer.mode == "max" else "minimize"
     study = optuna.create_study(direction=direction)
     study.add_trials([
         optuna.trial.create_trial(

@@ -8,8 +8,10 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any, TextIO
 
 from ray.tune import Callback
+from ray.tune.experiment import Trial
 
 from studies.run.resources import ResourceWatch
 from studies.store.results import error_cause
@@ -37,12 +39,12 @@ class ProgressCallback(Callback):
     carries its cause; the traceback stays in its ``error.txt``.
     """
 
-    def __init__(self, total: int, every: float = 15.0, stream=None, window: int = WINDOW,
-                 watch: ResourceWatch | None = None):  # fmt: skip
+    def __init__(self, total: int, every: float = 15.0, stream: TextIO | None = None,
+                 window: int = WINDOW, watch: ResourceWatch | None = None) -> None:
         self.total, self.every, self.stream, self.watch = total, every, stream, watch
         self._idle_since: float | None = None  # since when no trial has been running
         self.stopped_waiting = False
-        self._started = None
+        self._started: float | None = None
         self._last = 0.0
         self._ends = RecentRate(window)
         self._done: set[str] = set()  # TERMINATED or ERROR
@@ -51,16 +53,16 @@ class ProgressCallback(Callback):
         self._seen = 0  # trials Ray Tune has created (the study's total may be a guess)
         self._counted = False
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         return {"total": self.total, "every": self.every, "watch": self.watch}
 
-    def __setstate__(self, state):
-        self.__init__(state["total"], state["every"], watch=state.get("watch"))
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        ProgressCallback.__init__(self, state["total"], state["every"], watch=state.get("watch"))
 
     def _print(self, text: str) -> None:
         print(f"[normstudy] {text}", file=self.stream or sys.stdout, flush=True)
 
-    def _count(self, trials) -> None:
+    def _count(self, trials: list[Trial]) -> None:
         """Once: the trials that ended before this session (a resumed study)."""
         if self._counted:
             return
@@ -74,27 +76,31 @@ class ProgressCallback(Callback):
                 self._running.add(t.trial_id)
         self._seen = max(self._seen, len(trials))
 
-    def on_step_begin(self, iteration, trials, **info):
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         self._count(trials)
 
-    def on_trial_start(self, iteration, trials, trial, **info):
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
         self._count(trials)
         self._running.add(trial.trial_id)
         self._seen = max(self._seen, len(trials))  # len() of a list is O(1)
 
-    def on_trial_recover(self, iteration, trials, trial, **info):
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
         self._running.discard(trial.trial_id)  # pending again, for a retry
         self._print(f"trial {trial.trial_id} failed: {_cause(trial)}; retrying it from its "
                     "last checkpoint")  # fmt: skip
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
         self._finished(trials, trial, "finished")
 
-    def on_trial_error(self, iteration, trials, trial, **info):
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
+                         **info: Any) -> None:
         self._errored.add(trial.trial_id)
         self._finished(trials, trial, "ERRORED", f": {_cause(trial)}")
 
-    def _finished(self, trials, trial, how: str, cause: str = "") -> None:
+    def _finished(self, trials: list[Trial], trial: Trial, how: str, cause: str = "") -> None:
         self._count(trials)
         self._running.discard(trial.trial_id)
         if trial.trial_id not in self._done:
@@ -109,7 +115,7 @@ class ProgressCallback(Callback):
         self._print(f"trial {trial.trial_id} {how} ({detail}){cause}")
         self._status(trials, force=True)
 
-    def on_step_end(self, iteration, trials, **info):
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         self._status(trials)
         self._watch_idle(len(trials))
 
@@ -130,11 +136,11 @@ class ProgressCallback(Callback):
         if watch is None or self.stopped_waiting or self._idle_seconds(now) < watch.wait_s:
             return
         self.stopped_waiting = True
-        self._print(f"no trial could start for {self.watch.wait_s:g}s (resources.wait_s; "
-                    f"{self.watch.text()}): stopping the study, its state saved")  # fmt: skip
+        self._print(f"no trial could start for {watch.wait_s:g}s (resources.wait_s; "
+                    f"{watch.text()}): stopping the study, its state saved")  # fmt: skip
         os.kill(os.getpid(), signal.SIGINT)  # Ray Tune's own graceful stop, as Ctrl-C
 
-    def _status(self, trials, force: bool = False) -> None:
+    def _status(self, trials: list[Trial], force: bool = False) -> None:
         now = time.time()
         if self._started is None:
             self._started = now
@@ -161,7 +167,7 @@ class ProgressCallback(Callback):
         )
 
 
-def _cause(trial) -> str:
+def _cause(trial: Trial) -> str:
     """The cause of a trial's last failure, from its ``error.txt``."""
     path = getattr(trial, "error_file", None)
     try:

@@ -113,7 +113,8 @@ def _resume(spec: StudySpec, folder: Path, retry_errored: bool) -> StudyOutcome:
     return fit(restore_tuner(folder, spec, retry_errored), spec, folder)
 
 
-def _next_stage(outcome: StudyOutcome, address: str | None, retry_errored: bool = False):
+def _next_stage(outcome: StudyOutcome, address: str | None,
+                retry_errored: bool = False) -> StudyOutcome:
     """After a search stage: start (or resume) its confirm stage."""
     spec = outcome.spec
     if spec.confirm is None or outcome.interrupted:

@@ -57,7 +57,7 @@ def judge(spec: StudySpec, folder: Path, looks_done: int | None) -> SequentialRe
 
 def _loop(spec: StudySpec, folder: Path, retry_errored: bool) -> StudyOutcome:
     started = time.time()
-    looks = spec.sequential.looks
+    looks = _looks(spec)
     done = completed_looks(folder)
     result = judge(spec, folder, done)
     while done < len(looks) and result.pending():
@@ -87,10 +87,17 @@ def baseline_values(spec: StudySpec) -> dict:
     return next(v for v in arms(spec) if is_baseline(resolved_config(spec, v), spec))
 
 
+def _looks(spec: StudySpec) -> list[int]:
+    """The seed counts of the looks of a sequential study."""
+    if spec.sequential is None:
+        raise ValueError(f"study {spec.name!r} has no sequential design")
+    return spec.sequential.looks
+
+
 def look_spec(spec: StudySpec, result: SequentialResult, k: int) -> StudySpec:
     """The trials of look k: the baseline and the undecided arms (explicit arms, no sweep) on
     the look's seeds. Not validated again: every arm and seed comes from the valid spec."""
-    looks = spec.sequential.looks
+    looks = _looks(spec)
     start = looks[k - 2] if k > 1 else 0
     pending = set(result.pending())
     values = [v for v in arms(spec) if arm_label(v) in pending]
@@ -121,7 +128,8 @@ def drop_orphan_runs(spec: StudySpec, folder: Path) -> int:
     try:
         tracker = StudyTracker(spec, tracking_uri(spec))
         tracker.start_study(running=False)
-        runs = search_all(tracker.client, tracker.experiment_id, study_filter(spec.name, "trial"))
+        runs = search_all(tracker.client, tracker.known_experiment_id(),
+                          study_filter(spec.name, "trial"))
         orphans = [r for r in runs if r.data.tags.get(TRIAL_ID) not in kept]
         for run in orphans:
             tracker.client.delete_run(run.info.run_id)

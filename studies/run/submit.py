@@ -17,13 +17,17 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from studies.config.components import code_modules
 from studies.config.load import dump_spec
 from studies.config.spec import SpecError, StudySpec
 from studies.store.layout import SPEC_FILE
+
+if TYPE_CHECKING:  # Ray loads only when a job is submitted
+    from ray.job_submission import JobSubmissionClient
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Exit codes of `submit --wait` by the job's final status (2 stays "bad input").
@@ -43,7 +47,7 @@ def job_api_address(address: str | None) -> str | None:
 
 
 @contextlib.contextmanager
-def hidden_env(names: tuple[str, ...]):
+def hidden_env(names: tuple[str, ...]) -> Iterator[None]:
     """Ray's job client prefers RAY_ADDRESS to the address it is given: hide it meanwhile."""
     saved = {name: os.environ.pop(name) for name in names if name in os.environ}
     try:
@@ -68,7 +72,7 @@ def package_dirs() -> list[str]:
     import normlib
     import studies
 
-    return [str(Path(module.__file__).parent) for module in (studies, normlib)]
+    return [str(Path(str(module.__file__)).parent) for module in (studies, normlib)]
 
 
 def runtime_env(working_dir: str | Path, code: str | None = None) -> dict[str, Any]:
@@ -89,7 +93,7 @@ def entrypoint(overwrite: bool = False) -> str:
     return shlex.join(command)
 
 
-def connect(address: str | None):
+def connect(address: str | None) -> JobSubmissionClient:
     """A JobSubmissionClient, or SpecError naming ``--address`` if the API is unreachable."""
     from ray.job_submission import JobSubmissionClient
 
@@ -122,7 +126,7 @@ def submit_study(spec: StudySpec, address: str | None = None, overwrite: bool = 
             submission_id=submission_id,
             metadata={"normstudy.study": spec.name, "normstudy.storage": spec.storage},
         )  # the packages are uploaded before submit_job returns
-    flag = f"--address {shlex.quote(address)}"
+    flag = f"--address {shlex.quote(str(address))}"
     print(f"[normstudy] submitted study {spec.name!r} as Ray job {job_id} to {address}")
     print(f"[normstudy] results on the cluster: {spec.storage}/{spec.name}")
     print(f"[normstudy] follow:  ray job logs {job_id} --follow {flag}")
@@ -133,7 +137,7 @@ def submit_study(spec: StudySpec, address: str | None = None, overwrite: bool = 
     return follow(client, job_id)
 
 
-def follow(client, job_id: str, poll_s: float = 2.0) -> int:
+def follow(client: JobSubmissionClient, job_id: str, poll_s: float = 2.0) -> int:
     """Print the job's log until it ends; the exit code follows its final status."""
 
     async def tail() -> None:

@@ -107,13 +107,14 @@ def sync_study(study: str, storage: str | None = None, uri: str | None = None) -
     statuses = trial_statuses(folder)
     report = reconcile(tracker, folder, statuses)
     status = study_status(statuses)
-    info = tracker.client.get_run(tracker.parent_id).info
+    parent_id = tracker.start_study(running=False)  # known once reconcile has run
+    info = tracker.client.get_run(parent_id).info
     if info.status != status or not info.end_time:
-        tracker.set_status(tracker.parent_id, status)
+        tracker.set_status(parent_id, status)
         report.statuses_set += 1
     comparison = folder / "comparison"
     if comparison.is_dir():
-        have = {a.path for a in tracker.client.list_artifacts(tracker.parent_id, "comparison")}
+        have = {a.path for a in tracker.client.list_artifacts(parent_id, "comparison")}
         for path in sorted(p for p in comparison.iterdir() if p.is_file()):
             if f"comparison/{path.name}" not in have:
                 tracker.log_artifact(path, "comparison")

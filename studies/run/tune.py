@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from studies.config.components import code_modules
 from studies.config.space import FINITE, domain_values, explicit_arms, set_path, with_values
@@ -17,12 +17,18 @@ from studies.config.spec import (
     LogUniformDomain,
     RandIntDomain,
     StudySpec,
+    SweepDomain,
     UniformDomain,
 )
 from studies.run.legacy import alias_renamed_modules
 
+if TYPE_CHECKING:  # Ray loads when a study starts, not with the CLI
+    from ray.tune import Callback, Tuner
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search import Searcher
 
-def tune_domain(domain, search: str):
+
+def tune_domain(domain: SweepDomain, search: str) -> Any:
     """A spec sweep domain as a Ray Tune domain."""
     from ray import tune
 
@@ -60,7 +66,8 @@ def param_space(spec: StudySpec) -> dict[str, Any]:
     return space
 
 
-def search_algorithm(spec: StudySpec):
+def search_algorithm(spec: StudySpec) -> Searcher | None:
+    """Optuna's TPE seeded with the study's first seed, or None (Ray's own search)."""
     if spec.search.name != "optuna":
         return None
     import optuna
@@ -69,7 +76,8 @@ def search_algorithm(spec: StudySpec):
     return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=spec.seeds[0]))
 
 
-def trial_scheduler(spec: StudySpec):
+def trial_scheduler(spec: StudySpec) -> TrialScheduler | None:
+    """ASHA as the spec configures it, or None (FIFO)."""
     if spec.scheduler.name == "fifo":
         return None
     from ray.tune.schedulers import ASHAScheduler
@@ -119,7 +127,8 @@ def reuse_actors() -> bool:
     return os.environ.get("NORMSTUDY_REUSE_ACTORS", "1") != "0"
 
 
-def trainable_with_resources(spec: StudySpec):
+def trainable_with_resources(spec: StudySpec) -> Any:
+    """The trial function with the spec's resources per trial attached."""
     from ray import tune
 
     from studies.trial.trainable import tune_trainable  # torch: imported when a study starts
@@ -171,14 +180,14 @@ class _NoTrialList(logging.Filter):
         return not str(record.msg).startswith("Trials did not complete")
 
 
-def results_logger():
+def results_logger() -> Callback:
     """Ray Tune's JSON logger: the trials' ``result.json``."""
     from ray.tune.logger import JsonLoggerCallback
 
     return JsonLoggerCallback()
 
 
-def restore_tuner(folder: Path, spec: StudySpec, retry_errored: bool):
+def restore_tuner(folder: Path, spec: StudySpec, retry_errored: bool) -> Tuner:
     """The Tuner saved in ``folder``, set to resume its unfinished (and, with
     ``retry_errored``, its errored) trials. A Tuner saved by a normstudy that left Ray's
     automatic loggers on has no JSON logger of its own: it gets one."""

@@ -34,7 +34,7 @@ def serve_ui(storage: Path, port: int) -> int:
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)  # before the server starts: it never outlives us
@@ -52,7 +52,8 @@ def study_experiments(uri: str) -> list[tuple[str, str]]:
     from mlflow import MlflowClient
 
     experiments = MlflowClient(tracking_uri=uri).search_experiments()
-    return [(e.name, e.experiment_id) for e in sorted(experiments, key=lambda e: e.creation_time)
+    return [(e.name, e.experiment_id) for e in sorted(experiments,
+                                                      key=lambda e: e.creation_time or 0)
             if e.name != "Default"]  # fmt: skip
 
 

@@ -169,7 +169,7 @@ class Backlog:
         end, or to the first other update of that trial), and the updates folded in."""
         with self._mutex:
             head = self.queue[0]
-            if head.write is None:
+            if head.write is None or head.trial_id is None:  # a write always names its trial
                 return head, []
             write, merged = head.write, []
             for update in itertools.islice(self.queue, 1, MERGE_WINDOW):

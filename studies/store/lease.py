@@ -43,6 +43,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from studies.config.spec import SpecError
 
@@ -265,16 +266,15 @@ class Lease:
                 return
             if not self.lost and self.owned():
                 folder = self.path.parent
-                untouched = (
-                    self.folder_times and os.stat(folder).st_mtime_ns == self.folder_times[2]
-                )
+                times = self.folder_times
+                untouched = times is not None and os.stat(folder).st_mtime_ns == times[2]
                 try:
                     os.unlink(self.path)
                 except FileNotFoundError:
                     pass
-                if untouched:  # nothing else changed in the folder: leave it as it was
+                if times is not None and untouched:  # nothing else changed: leave it as it was
                     try:
-                        os.utime(folder, ns=self.folder_times[:2])
+                        os.utime(folder, ns=times[:2])
                     except OSError:
                         pass  # not our folder: only its time is off
             os.close(self._fd)
@@ -288,7 +288,7 @@ class Lease:
     def __enter__(self) -> Lease:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
@@ -368,7 +368,7 @@ def acquire_lease(storage: str | os.PathLike, study: str, command: str = "", *,
     stat = _proc_stat(os.getpid())
     before = os.stat(storage)
     now = time.time()
-    record = {
+    record: dict[str, Any] = {
         "host": socket.gethostname(), "host_id": _host_id(), "pid": os.getpid(),
         "pid_start": stat[1] if stat else None, "started": now, "heartbeat": now,
         "command": command, "token": uuid.uuid4().hex,

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from studies.config.secrets import redact
 from studies.config.spec import StudySpec
+
+if TYPE_CHECKING:  # mlflow loads on first use (CLI start-up)
+    from mlflow import MlflowClient
 
 ROLE, STUDY, TRIAL_ID = "normstudy.role", "normstudy.study", "normstudy.trial_id"
 
@@ -14,9 +19,10 @@ def study_filter(name: str, role: str | None = None) -> str:
     return f"tags.`{ROLE}` = '{role}' and {query}" if role else query
 
 
-def search_all(client, experiment_id: str, filter_string: str) -> list:
+def search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list:
     """Every run of an experiment that matches, page by page."""
-    runs, token = [], None
+    runs: list = []
+    token = None
     while True:
         page = client.search_runs([experiment_id], filter_string=filter_string,
                                   max_results=1000, page_token=token)  # fmt: skip

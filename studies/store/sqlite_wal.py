@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 _WAL_FILES: set[str] = set()
 
@@ -28,7 +29,7 @@ def write_ahead_log(uri: str) -> None:
     _WAL_FILES.add(os.path.realpath(database))
 
 
-def _wal_on_connect(connection, record) -> None:
+def _wal_on_connect(connection: Any, record: Any) -> None:
     if type(connection).__module__ != "sqlite3":
         return
     cursor = connection.cursor()

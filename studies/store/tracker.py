@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from studies.config.load import dump_spec
 from studies.config.secrets import mask_config, redact
@@ -38,6 +38,9 @@ from studies.config.spec import TRIAL_SECTIONS, StudySpec
 from studies.store.inputs import context_tags
 from studies.store.queries import ROLE, STUDY, TRIAL_ID, search_all, study_filter
 from studies.store.sqlite_wal import write_ahead_log
+
+if TYPE_CHECKING:  # mlflow loads on first use (CLI start-up)
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +137,9 @@ def batches(epochs: list[tuple[int, list]], params: list, tags: list) -> list[tu
     """``log_batch`` calls within MLflow's limits: ``(last epoch or None, metrics, params,
     tags)`` each, in order; an epoch's metrics (``(epoch, metrics)`` in ``epochs``) are never
     split, so a call that landed holds every epoch up to its last."""
-    calls, metrics, last = [], [], None
+    calls: list[tuple[int | None, list, list, list]] = []
+    metrics: list = []
+    last: int | None = None
     params, tags = list(params), list(tags)
     for epoch, group in epochs:
         room = BATCH_ENTRIES - min(len(params), BATCH_PARAMS) - min(len(tags), BATCH_TAGS)
@@ -155,7 +160,7 @@ class StudyTracker:
 
     def __init__(self, spec: StudySpec, uri: str):
         self.spec, self.uri = spec, uri
-        self._client = None
+        self._client: MlflowClient | None = None
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
         self._runs: dict[str, str] = {}
@@ -172,10 +177,10 @@ class StudyTracker:
         return {"spec": self.spec, "uri": self.uri}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["spec"], state["uri"])
+        StudyTracker.__init__(self, state["spec"], state["uri"])
 
     @property
-    def client(self):
+    def client(self) -> MlflowClient:
         if self._client is None:
             from mlflow import MlflowClient
 
@@ -254,8 +259,15 @@ class StudyTracker:
             self.client.delete_run(run.info.run_id)
         return len(runs)
 
-    def _search(self, filter_string: str):
-        return search_all(self.client, self.experiment_id, filter_string)
+    def _search(self, filter_string: str) -> list[Any]:
+        """The runs of the study's experiment that match the filter."""
+        return search_all(self.client, self.known_experiment_id(), filter_string)
+
+    def known_experiment_id(self) -> str:
+        """The study's experiment, once start_study or forget_study has looked it up."""
+        if self.experiment_id is None:
+            raise RuntimeError("StudyTracker: the experiment is not looked up yet")
+        return self.experiment_id
 
     def trial_runs(self) -> dict[str, Any]:
         """Trial id -> its run (``info``: status, end time; ``data``: latest metrics), read in
@@ -341,7 +353,7 @@ class StudyTracker:
             return self._runs[trial_id], False
         label = arm_label(arm_of(trial_config, self.spec)) if has_arms(self.spec) else "default"
         run = self.client.create_run(
-            self.experiment_id,
+            self.known_experiment_id(),
             run_name=f"{label} seed={config.get('seed')}",
             tags={
                 ROLE: "trial",

@@ -14,6 +14,7 @@ yield identical batches.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -148,7 +149,7 @@ class DeviceBatches(Batches):
     the host.
     """
 
-    def __init__(self, splits: Splits, generator: torch.Generator, **options):
+    def __init__(self, splits: Splits, generator: torch.Generator, **options: Any) -> None:
         super().__init__(splits, generator, **options)
         self.splits = splits.to(self.device)
 
@@ -175,7 +176,8 @@ class LoaderBatches(Batches):
     it is a GPU) and normalized there.
     """
 
-    def __init__(self, splits: Splits, generator: torch.Generator, num_workers: int = 2, **opts):
+    def __init__(self, splits: Splits, generator: torch.Generator, num_workers: int = 2,
+                 **opts: Any) -> None:
         super().__init__(splits, generator, **opts)
         cuda = self.device.type == "cuda"
         if cuda:
@@ -221,8 +223,8 @@ class _SeededBatchSampler:
         seeds = [0] * total
         if self.batches.augment:
             generator = self.batches.generator
-            seeds = torch.randint(0, 2**62, (total,), generator=generator, device=generator.device)
-            seeds = seeds.tolist()
+            seeds = torch.randint(0, 2**62, (total,), generator=generator,
+                                  device=generator.device).tolist()
         start = 0
         for idx in index_batches:
             indices = idx.tolist()
@@ -269,7 +271,8 @@ class SeededImages(Dataset):
 
 
 def make_batches(
-    loader: str, splits: Splits, generator: torch.Generator, *, num_workers: int = 2, **options
+    loader: str, splits: Splits, generator: torch.Generator, *, num_workers: int = 2,
+    **options: Any,
 ) -> Batches:
     """The ``dataset.loader`` named ``loader`` (``device`` or ``torch``) over ``splits``."""
     if loader == "device":

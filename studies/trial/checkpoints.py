@@ -23,9 +23,12 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:  # Ray loads lazily (validation and the CLI import this module)
+    from ray.tune import Checkpoint
 
 STATE_FILE = "state.pt"
 REQUIRED = ("model", "optimizer", "scheduler", "data_rng", "torch_rng", "epoch", "step")
@@ -66,21 +69,23 @@ def _index(path: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _siblings(checkpoint) -> list[str]:
+def _siblings(checkpoint: Checkpoint) -> list[str]:
     """The paths of the trial's checkpoint directories beside ``checkpoint``, newest first."""
     from pyarrow import fs
 
     parent = posixpath.dirname(checkpoint.path.rstrip("/"))
+    if checkpoint.filesystem is None:  # Ray gives every checkpoint one
+        return []
     try:
         infos = checkpoint.filesystem.get_file_info(fs.FileSelector(parent))
     except OSError:
         return []
     paths = [info.path for info in infos
              if info.type == fs.FileType.Directory and _index(info.path) is not None]  # fmt: skip
-    return sorted(paths, key=_index, reverse=True)
+    return sorted(paths, key=lambda p: _index(p) or 0, reverse=True)  # each has an index
 
 
-def fallbacks(checkpoint) -> list:
+def fallbacks(checkpoint: Checkpoint) -> list[Checkpoint]:
     """The checkpoints to try, newest first: ``checkpoint`` (the one the experiment state Ray
     Tune saved last names), then the older ones Ray Tune kept. Never a newer one: the driver
     may have died before it recorded that epoch's result, which would then be lost."""
@@ -90,11 +95,11 @@ def fallbacks(checkpoint) -> list:
     if latest is None:
         return [checkpoint]
     older = [tune.Checkpoint(p, filesystem=checkpoint.filesystem)
-             for p in _siblings(checkpoint) if _index(p) < latest]  # fmt: skip
+             for p in _siblings(checkpoint) if (_index(p) or 0) < latest]  # fmt: skip
     return [checkpoint, *older]
 
 
-def restore_checkpoint(checkpoint) -> tuple[dict[str, Any], list[str]]:
+def restore_checkpoint(checkpoint: Checkpoint) -> tuple[dict[str, Any], list[str]]:
     """The newest readable state among ``checkpoint`` and its predecessors, and a warning per
     unreadable one. Raises :class:`CheckpointError` if none can be read."""
     problems: list[str] = []
@@ -179,7 +184,7 @@ class TuneSession:
             self._notes["checkpoint_warning"] = warning
         return state
 
-    def report(self, metrics: dict[str, float], state: Callable[[], dict] | None) -> None:
+    def report(self, metrics: dict[str, Any], state: Callable[[], dict] | None) -> None:
         from ray import tune
 
         metrics = {**metrics, **self._notes, "node_id": self.node_id}

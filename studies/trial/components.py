@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,8 @@ def _import(name: str) -> Any:
     return obj
 
 
-def _package(point) -> str:
+def _package(point: Any) -> str:
+    """Which installed package an entry point comes from."""
     dist = getattr(point, "dist", None)
     return f"package {dist.name} {dist.version}" if dist is not None else "entry point"
 
@@ -136,10 +138,10 @@ class Arguments:
     required: tuple[str, ...]
     open: bool  # takes **kwargs: any name is accepted
 
-    def unknown(self, given) -> list[str]:
+    def unknown(self, given: Iterable[str]) -> list[str]:
         return [] if self.open else [k for k in given if k not in self.names]
 
-    def missing(self, given) -> list[str]:
+    def missing(self, given: Container[str]) -> list[str]:
         return [k for k in self.required if k not in given]
 
 
@@ -193,7 +195,7 @@ def list_components() -> list[tuple[str, str, str]]:
     return rows
 
 
-def user_components(spec) -> list[tuple[str, str, str]]:
+def user_components(spec: Any) -> list[tuple[str, str, str]]:
     """(section, name, origin) of the spec's components that are not built in."""
     found = []
     for section in ("model", "dataset", "optimizer", "method"):

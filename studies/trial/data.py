@@ -26,7 +26,9 @@ from studies.config.space import arms, is_finite, resolved_config
 from studies.config.spec import CannotStart, StudySpec
 from studies.trial.torchvision_files import DownloadFailed, fetch, folder, read_split, split_files
 
-DATASET_SOURCES = Registry("dataset")
+DATASET_SOURCES: Registry[Source] = Registry("dataset")
+# (options) -> (train_x, train_y, test_x, test_y)
+Loader = Callable[[dict[str, Any]], tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -53,13 +55,13 @@ class DatasetMissing(FileNotFoundError):
 @dataclass(frozen=True)
 class Source:
     info: DatasetInfo
-    load: Any  # (options) -> (train_x, train_y, test_x, test_y)
+    load: Loader
 
 
-def register(name: str):
+def register(name: str) -> Callable[[Loader], Loader]:
     """Register the loader of a dataset of the facts table (:mod:`studies.config.datasets`)."""
 
-    def add(load):
+    def add(load: Loader) -> Loader:
         DATASET_SOURCES.register(name)(Source(dataset_info(name), load))
         return load
 
@@ -77,7 +79,8 @@ def load_splits(options: dict[str, Any]) -> Splits:
     return carve(source.info, *source.load(options), options)
 
 
-def carve(info: DatasetInfo, train_x, train_y, test_x, test_y, options: dict[str, Any],
+def carve(info: DatasetInfo, train_x: torch.Tensor, train_y: torch.Tensor,
+          test_x: torch.Tensor, test_y: torch.Tensor, options: dict[str, Any],
           val: tuple[torch.Tensor, torch.Tensor] | None = None) -> Splits:  # fmt: skip
     """Splits: ``val`` carved from train with ``split_seed`` (unless given), sizes capped."""
     if options.get("test_size"):
@@ -115,7 +118,8 @@ def check_available(options: dict[str, Any]) -> str | None:
 
 
 @register("digits")
-def _digits(options: dict[str, Any]):
+def _digits(options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                              torch.Tensor]:
     """scikit-learn's bundled 8x8 digits (1797 images); fixed stratified 80/20 split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -134,7 +138,8 @@ def _digits(options: dict[str, Any]):
 
 
 @register("fake")
-def _fake(options: dict[str, Any]):
+def _fake(options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                            torch.Tensor]:
     """Deterministic CIFAR-shaped data: class prototypes plus noise, as uint8.
 
     Learnable (each class has its own smooth mean image) yet not trivial; the
@@ -144,7 +149,7 @@ def _fake(options: dict[str, Any]):
     coarse = torch.rand(10, 3, 4, 4, generator=generator)
     prototypes = F.interpolate(coarse, size=(32, 32), mode="bilinear", align_corners=False)
 
-    def sample(n: int):
+    def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.randint(0, 10, (n,), generator=generator)
         noise = 0.25 * torch.randn(n, 3, 32, 32, generator=generator)
         images = (prototypes[labels] + noise).clamp(0, 1).mul(255).round().to(torch.uint8)
@@ -185,10 +190,11 @@ def missing_files(name: str, options: dict[str, Any]) -> list[Path]:
             if not path.is_file()]  # fmt: skip
 
 
-def _file_dataset(name: str):
+def _file_dataset(name: str) -> Loader:
     """The loader of a file-based dataset, with its ``check`` (validation, in the driver)."""
 
-    def load(options: dict[str, Any]):
+    def load(options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                               torch.Tensor]:
         missing = missing_files(name, options)
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -212,7 +218,7 @@ def _file_dataset(name: str):
         more = f" (and {len(missing) - 1} more of its files)" if len(missing) > 1 else ""
         return f"dataset {name!r}: {missing[0]} does not exist{more}; {HOW_TO_GET}"
 
-    load.check = check
+    load.check = check  # type: ignore[attr-defined]  # check_available reads it
     return load
 
 

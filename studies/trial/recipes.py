@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from studies.config.datasets import DatasetInfo
 from studies.trial.components import arguments, resolve_callable
 
 
-def model_constructor(name: str):
+def model_constructor(name: str) -> Callable[..., Any]:
     """A registered model, else the user's (import path or entry point)."""
     return MODELS.get(name) if name in MODELS else resolve_callable("model", name)
 
@@ -130,7 +131,7 @@ def build_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Opt
         projection = None
         if opt.get("max_norm") is not None:
 
-            def projection():
+            def projection() -> None:
                 l2_projection(params, opt["max_norm"])
 
         return AliG(
@@ -144,7 +145,9 @@ def build_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Opt
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def build_enorm(config: dict[str, Any], model: nn.Module, optimizer) -> ENorm | None:
+def build_enorm(config: dict[str, Any], model: nn.Module,
+                optimizer: torch.optim.Optimizer | None) -> ENorm | None:
+    """ENorm over the model's layers when the config turns it on (c > 0), else None."""
     enorm = config.get("enorm")
     if enorm is None or enorm["c"] == 0:
         return None
@@ -159,7 +162,8 @@ def build_enorm(config: dict[str, Any], model: nn.Module, optimizer) -> ENorm | 
     )
 
 
-def build_method(config: dict[str, Any], model: nn.Module, optimizer) -> Any:
+def build_method(config: dict[str, Any], model: nn.Module,
+                 optimizer: torch.optim.Optimizer) -> Any:
     """The user's per-step method: ``Hook(model, optimizer, **arguments)``, or None."""
     method = config.get("method")
     if method is None:
@@ -172,7 +176,7 @@ def build_method(config: dict[str, Any], model: nn.Module, optimizer) -> Any:
     return hook
 
 
-def lr_factor(schedule: dict[str, Any], epochs: int):
+def lr_factor(schedule: dict[str, Any], epochs: int) -> Callable[[int], float]:
     """Multiplier of every group's initial lr at epoch e (0-based), for LambdaLR.
 
     constant: 1; linear: 1 - e/E (the ENorm paper's decay to 0); cosine:
@@ -189,7 +193,8 @@ def lr_factor(schedule: dict[str, Any], epochs: int):
     return lambda e: factor ** sum(1 for m in milestones if m <= e)
 
 
-def build_schedule(config: dict[str, Any], optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+def build_schedule(config: dict[str, Any], optimizer: torch.optim.Optimizer
+                   ) -> torch.optim.lr_scheduler.LRScheduler | AliGMaxLRSchedule:
     """Per-epoch schedule; for ALI-G it scales max_lr (its only step-size knob)."""
     factor = lr_factor(config["schedule"], config["train"]["epochs"])
     if isinstance(optimizer, AliG):
@@ -200,7 +205,7 @@ def build_schedule(config: dict[str, Any], optimizer) -> torch.optim.lr_schedule
 class AliGMaxLRSchedule:
     """LambdaLR's contract for ALI-G's ``max_lr`` (None stays None)."""
 
-    def __init__(self, optimizer: AliG, factor):
+    def __init__(self, optimizer: AliG, factor: Callable[[int], float]) -> None:
         self.optimizer, self.factor, self.last_epoch = optimizer, factor, 0
         self.base = [g["max_lr"] for g in optimizer.param_groups]
 
@@ -220,6 +225,7 @@ class AliGMaxLRSchedule:
                 group["max_lr"] = base * self.factor(self.last_epoch)
 
 
-def current_lr(optimizer) -> float:
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The last group's lr (ALI-G: its max_lr, 0 when None)."""
     group = optimizer.param_groups[-1]
     return float(group["lr"] if "lr" in group else group.get("max_lr") or 0.0)

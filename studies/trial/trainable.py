@@ -99,7 +99,7 @@ def run_trial(config: dict[str, Any], session: Session, device: torch.device | s
         scheduler.step()
         val_loss, val_acc = evaluate(stepper, trial.batches, "val")
         test_loss, test_acc = evaluate(stepper, trial.batches, "test")
-        metrics = {
+        metrics: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": train["loss"],
             "train_acc": train["acc"],
@@ -121,7 +121,8 @@ def run_trial(config: dict[str, Any], session: Session, device: torch.device | s
             return
         last_finite = metrics
 
-        def snapshot(epoch=epoch, step=stepper.count, metrics=metrics) -> dict[str, Any]:
+        def snapshot(epoch: int = epoch, step: int = stepper.count,
+                     metrics: dict[str, Any] = metrics) -> dict[str, Any]:
             return {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -167,8 +168,8 @@ def build_trial(config: dict[str, Any], device: torch.device | str = "cpu") -> T
     from studies.config.trial import TRIAL_SECTIONS, TrialConfig
 
     device = torch.device(device)
-    cfg = TrialConfig.model_validate({k: config[k] for k in TRIAL_SECTIONS if k in config})
-    cfg = cfg.model_dump(mode="json")
+    validated = TrialConfig.model_validate({k: config[k] for k in TRIAL_SECTIONS if k in config})
+    cfg = validated.model_dump(mode="json")
     seed = int(config["seed"])
     train_cfg, data_cfg = cfg["train"], cfg["dataset"]
     if train_cfg["compile"]:
@@ -258,7 +259,8 @@ class TrainStep:
         self.enorm_every, self.precision = enorm_every, precision
         self.method, self.method_every = method, method_every
         self.device = torch.device(device)
-        self.is_alig = isinstance(optimizer, AliG)
+        self.alig = optimizer if isinstance(optimizer, AliG) else None
+        self.is_alig = self.alig is not None
         self.count = 0
         self.reset()
 
@@ -287,9 +289,10 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         detached = loss.detach()
-        if self.is_alig:
-            self.optimizer.step(lambda: detached)
-            self.alig_sum += self.optimizer.step_size
+        if self.alig is not None:
+            self.alig.step(lambda: detached)
+            if self.alig.step_size is not None:  # None: no parameter had a gradient
+                self.alig_sum += self.alig.step_size
         else:
             self.optimizer.step()
         self.count += 1

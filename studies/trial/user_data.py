@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -44,10 +44,12 @@ def loader_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k not in SERVICE_FIELDS["dataset"]}
 
 
-_CACHE: dict[str, tuple[DatasetInfo, dict[str, tuple[torch.Tensor, torch.Tensor]]]] = {}
+# (info, {split: (images, labels)})
+UserData = tuple[DatasetInfo, dict[str, tuple[torch.Tensor, torch.Tensor]]]
+_CACHE: dict[str, UserData] = {}
 
 
-def load_user_data(options: dict[str, Any]):
+def load_user_data(options: dict[str, Any]) -> UserData:
     """(info, {split: (images, labels)}) of a user loader, checked; cached per process."""
     key = repr((options["name"], sorted(loader_kwargs(options).items())))
     if key not in _CACHE:
@@ -57,7 +59,7 @@ def load_user_data(options: dict[str, Any]):
     return _CACHE[key]
 
 
-def check_splits(returned: Any, name: str = "the loader"):
+def check_splits(returned: Any, name: str = "the loader") -> UserData:
     """The contract's checks; (info, {split: (images, labels)}) or ContractError."""
     if not isinstance(returned, Mapping):
         raise ContractError(f"{name} returned a {type(returned).__name__}; it must return a "
@@ -67,7 +69,7 @@ def check_splits(returned: Any, name: str = "the loader"):
         raise ContractError(f"{name} returned no {' and no '.join(map(repr, missing))} split; "
                             f"it returned the keys {sorted(map(str, returned))}")  # fmt: skip
     splits = {s: _as_tensors(returned[s], s) for s in SPLITS if s in returned}
-    shape = tuple(splits["train"][0].shape[1:])
+    shape = cast(tuple[int, int, int], tuple(splits["train"][0].shape[1:]))  # 4-D: checked
     for split, (x, _) in splits.items():
         if tuple(x.shape[1:]) != shape:
             raise ContractError(f"'{split}' images are {_shape(x.shape[1:])}, 'train' images "
@@ -90,7 +92,7 @@ def check_splits(returned: Any, name: str = "the loader"):
     return info, splits
 
 
-def _shape(shape) -> str:
+def _shape(shape: tuple[int, ...] | torch.Size) -> str:
     return " x ".join(map(str, shape))
 
 
@@ -136,7 +138,9 @@ def _stack(dataset: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise ContractError(f"'{name}' items do not stack into tensors: {err}") from None
 
 
-def _stats(returned: Mapping, images: torch.Tensor):
+def _stats(returned: Mapping, images: torch.Tensor) -> tuple[tuple[float, ...],
+                                                              tuple[float, ...]]:
+    """Per-channel mean and std: the loader's own, else measured on (up to) 10,000 images."""
     channels = images.shape[1]
     if "mean" in returned or "std" in returned:
         mean, std = tuple(returned.get("mean", ())), tuple(returned.get("std", ()))
@@ -147,6 +151,6 @@ def _stats(returned: Mapping, images: torch.Tensor):
     x = images[:10_000].float()
     if images.dtype == torch.uint8:
         x = x / 255
-    mean = x.mean(dim=(0, 2, 3)).tolist()
-    std = [s if math.isfinite(s) and s > 0 else 1.0 for s in x.std(dim=(0, 2, 3)).tolist()]
-    return tuple(mean), tuple(std)
+    means = x.mean(dim=(0, 2, 3)).tolist()
+    stds = [s if math.isfinite(s) and s > 0 else 1.0 for s in x.std(dim=(0, 2, 3)).tolist()]
+    return tuple(means), tuple(stds)

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from normlib.models import MODELS
-from studies.config.datasets import DATASET_INFO, dataset_info
+from studies.config.datasets import DATASET_INFO, DatasetInfo, dataset_info
 from studies.config.load import parse_config, read_spec
 from studies.config.space import arms, explicit_arms, flatten_assignment, is_finite, resolved_config
 from studies.config.spec import OPTIMIZERS, SpecError, StudySpec
@@ -93,7 +94,7 @@ def check_spec(spec: StudySpec, data_here: bool = True) -> list[tuple[str, str]]
     memory, field = memory_budget(spec)
     base = spec.trial_config()
     configs = [resolved_config(spec, v) for v in arms(spec)] if is_finite(spec) else [base]
-    problems: list[tuple[str, str]] = []
+    problems = []
     seen: set[str] = set()
     for config in configs:
         key = repr({k: config.get(k) for k in ("dataset", "model", "enorm", "train")})
@@ -175,7 +176,7 @@ def _takes_any(model: str) -> bool:
     return model not in MODELS and arguments("model", resolve_callable("model", model)).open
 
 
-def dataset_facts(options: dict[str, Any]):
+def dataset_facts(options: dict[str, Any]) -> DatasetInfo:
     """DatasetInfo of a built-in dataset, or of a user loader (which is called, cached)."""
     if options["name"] in DATASET_INFO:
         return dataset_info(options["name"])
@@ -226,11 +227,11 @@ class _BuildBudget:
         ]
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for handle in self._handles:
             handle.remove()
 
-    def _tensor(self, module, name, tensor) -> None:
+    def _tensor(self, module: nn.Module, name: str, tensor: torch.Tensor | None) -> None:
         self.elements += 0 if tensor is None else tensor.numel()
         if self.elements > self.max_elements:
             raise ModelTooBig(f"more than {self.max_elements:,} parameters, at "
@@ -238,7 +239,7 @@ class _BuildBudget:
                               f"optimizer state), exceed the trial's {self.memory_note}")
         self._module(module, name, None)
 
-    def _module(self, module, name, child) -> None:
+    def _module(self, module: nn.Module, name: str, child: nn.Module | None) -> None:
         self.modules += 1
         if time.process_time() > self._deadline:
             raise ModelTooBig(f"it has over {self.modules:,} modules (building it on the meta "
