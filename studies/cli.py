@@ -204,11 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_storage(spec.storage)  # before Ray starts or anything is written
     os.environ[SOURCE_ENV] = str(resolve_spec_path(args.spec).resolve())  # the runs' Source
     from studies.run.resources import preflight  # lazily, here and below: Ray loads only if needed
-    from studies.trial.validation import missing_data
 
-    for problem in missing_data(spec) if remote else []:
-        print("normstudy: warning: on this machine (the cluster's trials read the data on "
-              f"their nodes, whose disks the driver cannot look at): {problem}", file=sys.stderr)
     preflight(spec, args.address)  # a trial fits this machine; downloads: exit 2, nothing written
     from studies.run.runner import run_study
     with study_lease(spec.storage, spec.name, args):  # one driver per study (store/lease.py)

@@ -38,6 +38,7 @@ from studies.trial.hardware import (
     shortfall,
     trial_needs,
 )
+from studies.trial.validation import missing_data
 
 NETWORK_FILESYSTEMS = (
     "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "gpfs", "beegfs",
@@ -47,10 +48,16 @@ NETWORK_FILESYSTEMS = (
 
 def preflight(spec: StudySpec, address: str | None,
               say: Callable[[str], None] = print) -> None:  # fmt: skip
-    """Before anything is written: a local run's trial fits this machine; the datasets of
-    ``download: true`` are fetched (or found) once, here (SpecError: exit 2)."""
+    """Before anything is written: a local run's trial fits this machine (a cluster run is
+    warned of dataset files missing here: its nodes read them); the datasets of
+    ``download: true`` are fetched (or found) once, here (CannotStart: exit 2)."""
     if not remote_run(address):
         check_machine(spec)
+    else:
+        for problem in missing_data(spec):
+            print("normstudy: warning: on this machine (the cluster's trials read the data on "
+                  f"their nodes, whose disks the driver cannot look at): {problem}",
+                  file=sys.stderr)  # fmt: skip
     fetch_study_data(spec, say=lambda line: say(f"[normstudy] {line}"))
 
 

@@ -153,3 +153,14 @@ def test_filesystem_type_is_the_deepest_mount(tmp_path, monkeypatch):
                         if str(self) == "/proc/mounts" else real_read(self, *a, **k))  # fmt: skip
     assert resources.filesystem_type(Path("/mnt/shared/data")) == "nfs4"
     assert resources.filesystem_type(Path("/mnt/sharedx")) == "ext4"
+
+
+def test_a_cluster_runs_preflight_warns_of_files_missing_here(tmp_path, capsys):
+    spec = load_spec("quickstart", [f"dataset={{name: mnist, root: {tmp_path}}}"],
+                     data_here=False)  # fmt: skip
+    resources.preflight(spec, "127.0.0.1:6379")  # no machine check: the cluster's nodes run it
+    err = capsys.readouterr().err
+    missing = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    assert err.startswith("normstudy: warning: on this machine (the cluster's trials read the "
+                          "data on their nodes, whose disks the driver cannot look at): dataset "
+                          f"'mnist': {missing} does not exist")
