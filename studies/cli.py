@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", help="paired t-tests of every arm against the baseline (table, report, plots)"
     )
     compare.add_argument("study", help="study name (under the results directory) or its directory")
+    compare.add_argument("more", nargs="*", metavar="STUDY", help="more studies, pooled with "
+                         "the first: each study is one setting (they share metric and arms)")
     compare.add_argument("--metric", help="metric to compare (default: the spec's metric)")
     compare.add_argument("--alpha", type=float, default=0.05,
                          help="significance level after Holm correction (default 0.05)")
@@ -374,6 +376,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from studies.analysis.outputs import run_comparison
 
+    if args.more:  # studies pooled as settings: files only, no study's MLflow run owns them
+        from studies.analysis.settings_outputs import run_pooled_comparison
+
+        print_comparison(run_pooled_comparison(
+            [args.study, *args.more], metric=args.metric, select=args.select, alpha=args.alpha,
+            source=args.source, storage=args.storage))  # fmt: skip
+        return 0
     with contextlib.nullcontext() if args.no_log else existing_study_lease(args):
         result = run_comparison(
             args.study, metric=args.metric, select=args.select, alpha=args.alpha,
@@ -398,7 +407,17 @@ def print_comparison(result: ComparisonRun) -> None:
     """The comparison table (and the sequential looks), then where the report went."""
     from studies.analysis.outputs import ARTIFACT_DIR, OUTPUT_DIR, REPORT_FILE
     from studies.analysis.report import format_table
+    from studies.analysis.settings_outputs import SettingsRun
 
+    if isinstance(result, SettingsRun):  # across settings (analysis/settings.py)
+        from studies.analysis.settings_report import format_settings
+
+        print(format_settings(result.comparison))
+        print(f"[normstudy] report: {result.report}")
+        if result.run_id:
+            print(f"[normstudy] logged to MLflow run {result.run_id} (artifacts/{ARTIFACT_DIR}, "
+                  "metrics across.*, tags normstudy.across.*)")  # fmt: skip
+        return
     print(format_table(result.comparison))
     if result.comparison.sequential is not None:
         from studies.analysis.sequential_report import format_sequential

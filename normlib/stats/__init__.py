@@ -33,7 +33,7 @@ from normlib.stats.design import (
 )
 from normlib.stats.improvement import (
     Improvement,
-    improvement,
+    improvement_interval,
     pair_scores,
     probability_of_improvement,
 )
@@ -79,7 +79,7 @@ __all__ = [
     "friedman",
     "holm",
     "holm_sequential",
-    "improvement",
+    "improvement_interval",
     "meta_analysis",
     "nemenyi_cd",
     "obrien_fleming",

@@ -37,7 +37,7 @@ DEFAULT_RESAMPLES = 2000
 
 @dataclass(frozen=True)
 class Improvement:
-    """Result of ``improvement``: P, its per-setting terms P_s and its bootstrap interval."""
+    """Result of ``improvement_interval``: P, its per-setting terms P_s and its interval."""
 
     probability: float
     per_setting: tuple[float, ...]
@@ -91,7 +91,7 @@ def probability_of_improvement(
     return float(np.mean([pair_scores(x, y, alternative).mean() for x, y in pairs]))
 
 
-def improvement(
+def improvement_interval(
     arm: Sequence[ArrayLike],
     baseline: Sequence[ArrayLike],
     alternative: str = "greater",

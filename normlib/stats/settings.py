@@ -18,7 +18,8 @@ v_s = sd_s^2 / n_s. ``across_settings`` computes, for one arm:
 * beside it: the random-effects meta-analysis (``meta_analysis``: DerSimonian-Laird tau^2,
   I^2, HKSJ interval; the fixed effect), whose inverse-variance weights trust a setting whose
   few seeds agreed by chance, which is why it is not the test of record;
-* the probability of improvement with its stratified bootstrap interval (``improvement``);
+* the probability of improvement with its stratified bootstrap interval
+  (``improvement_interval``);
 * with K >= 5 settings, the Wilcoxon signed-rank test of the dbar_s (Demsar 2006).
 
 Derivations and the simulation of the pooled test's type-I error: docs/statistics.md,
@@ -34,7 +35,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from normlib.stats._checks import check_integer, check_open_unit
-from normlib.stats.improvement import DEFAULT_RESAMPLES, DIRECTIONS, Improvement, improvement
+from normlib.stats.improvement import (
+    DEFAULT_RESAMPLES,
+    DIRECTIONS,
+    Improvement,
+    improvement_interval,
+)
 from normlib.stats.meta import MetaAnalysis, meta_analysis
 from normlib.stats.paired import PairedTTest, WilcoxonResult, paired_ttest, wilcoxon
 
@@ -118,6 +124,6 @@ def across_settings(
     test = wilcoxon(means, zeros, alternative) if k >= wilcoxon_from else None
     return AcrossSettings(
         n_settings=k, per_setting=tuple(tests), pooled=pooled, meta=meta, meta_note=note,
-        improvement=improvement(arm, baseline, alternative, confidence, resamples, seed),
+        improvement=improvement_interval(arm, baseline, alternative, confidence, resamples, seed),
         wilcoxon=test, alternative=alternative, confidence=confidence,
     )  # fmt: skip

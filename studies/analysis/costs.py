@@ -44,7 +44,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from studies.config.datasets import DATASET_INFO, SVHN_EXTRA, dataset_info
-from studies.config.space import arms, confirm_baseline, expected_trials, is_finite, resolved_config
+from studies.config.space import (
+    configurations,
+    confirm_baseline,
+    expected_trials,
+    is_finite,
+    resolved_config,
+)
 from studies.config.spec import StudySpec
 
 CIFAR_TRAIN, CIFAR_EVAL = 45_000, 15_000
@@ -210,7 +216,7 @@ def gpu_hours(spec: StudySpec) -> float:
     if is_finite(spec) and spec.search.name == "grid":
         seconds = sum(
             epoch_seconds(resolved_config(spec, values)) * epochs * len(spec.seeds)
-            for values in arms(spec)
+            for values in configurations(spec)  # every arm in every setting of across
         )
     else:
         seconds = expected_trials(spec) * epochs * base

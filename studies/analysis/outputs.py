@@ -11,6 +11,7 @@ from studies.analysis.plots import FOREST_ABOVE, curves_plot, forest_plot, paire
 from studies.analysis.report import to_csv, to_markdown
 from studies.analysis.sequential import analyze, apply_verdicts
 from studies.analysis.sequential_report import markdown_section
+from studies.analysis.settings_outputs import SettingsRun, settings_of_study
 from studies.analysis.summary import log_summary
 from studies.analysis.trials import SOURCES, load_trials
 from studies.config.space import confirm_name
@@ -82,11 +83,12 @@ def run_comparison(
     storage: str | None = None,
     log: bool = True,
     require_pairs: bool = False,
-) -> ComparisonRun:
+) -> ComparisonRun | SettingsRun:
     """Find the study, compare, write ``<study>/comparison/`` and log it to MLflow.
 
     With ``require_pairs`` a study with no arm that has two finished pairs of trials to test
-    is refused (SpecError) before anything is written.
+    is refused (SpecError) before anything is written. A study with ``across`` is compared
+    setting by setting and pooled (a :class:`SettingsRun`, :mod:`.settings_outputs`).
     """
     if source not in SOURCES:
         raise SpecError([("--source", f"unknown source {source!r}; valid: results, mlflow")])
@@ -103,6 +105,8 @@ def run_comparison(
                               f"study and its confirm stage has not started; finish it with "
                               f"`normstudy resume {spec.name}`")])  # fmt: skip
         folder, spec = confirm, load_study_spec(confirm, check=False)
+    if spec.across:  # settings: compared within each, then pooled (analysis/settings.py)
+        return settings_of_study(folder, spec, metric, select, alpha, source, log, require_pairs)
     comparison = compare(load_trials(folder, spec, source), spec, metric, select, alpha)
     if spec.sequential is not None and comparison.metric == spec.metric.name and select == "final":
         # the looks' decisions, as the runner made them (looks recorded in sequential.json)

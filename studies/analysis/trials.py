@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studies.config.space import arm_label, arm_of, has_arms, is_baseline, resolve_arm
+from studies.config.space import (
+    arm_label,
+    arm_of,
+    has_arms,
+    is_baseline,
+    resolve_arm,
+    setting_label,
+    setting_of,
+)
 from studies.config.spec import METRICS, TRIAL_SECTIONS, SpecError, StudySpec
 from studies.store.layout import tracking_uri
 from studies.store.queries import TRIAL_ID, search_all, study_filter
@@ -41,6 +49,8 @@ class TrialHistory:
     baseline: bool
     status: str
     history: dict[str, dict[int, float]] = field(default_factory=dict)
+    setting: str = ""  # its values at the ``across`` paths (setting_label); "" without across
+    setting_values: dict[str, Any] = field(default_factory=dict)
 
     @property
     def last_epoch(self) -> int:
@@ -62,6 +72,10 @@ def _make_trial(
         values = arm_of(trial_config, spec)
     except KeyError:
         values = {}
+    try:
+        setting = setting_of(trial_config, spec)
+    except KeyError:
+        setting = {}
     seed = config.get("seed")
     history = {key: dict(sorted(h.items())) for key, h in sorted(history.items()) if h}
     return TrialHistory(
@@ -72,6 +86,8 @@ def _make_trial(
         baseline=is_baseline(trial_config, spec),
         status=_outcome(history, spec.train.epochs),
         history=history,
+        setting=setting_label(setting),
+        setting_values=setting,
     )
 
 

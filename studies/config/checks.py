@@ -25,7 +25,11 @@ from studies.config.space import (
     get_path,
     is_baseline,
     is_finite,
+    matches,
     resolved_config,
+    setting_label,
+    settings,
+    swept_paths,
 )
 from studies.config.spec import (
     GridDomain,
@@ -92,6 +96,7 @@ def check_study(spec: StudySpec) -> list[tuple[str, str]]:
                     problems.append((where, f"value {value!r} is invalid: {detail}"))
     problems.extend(_check_assignments(spec, base))
     problems.extend(check_search(spec))
+    problems.extend(check_across(spec, base))
     if problems:
         return problems
 
@@ -100,15 +105,7 @@ def check_study(spec: StudySpec) -> list[tuple[str, str]]:
             if not _path_exists(base, path):
                 problems.append((f"baseline.{path}", "no such path in the trial config"))
         if not problems and is_finite(spec):
-            hits = [v for v in arms(spec) if is_baseline(resolved_config(spec, v), spec)]
-            if not hits:
-                labels = "; ".join(arm_label(v) for v in arms(spec))
-                problems.append(("baseline", f"matches no arm; arms: {labels}"))
-            elif len(hits) > 1:
-                labels = "; ".join(arm_label(v) for v in hits)
-                problems.append(
-                    ("baseline", f"matches {len(hits)} arms ({labels}); it must pick one")
-                )
+            problems.extend(_check_baseline_arm(spec))
     if not problems:
         problems.extend(check_sequential(spec))
     return problems
@@ -144,6 +141,114 @@ def check_search(spec: StudySpec) -> list[tuple[str, str]]:
                  f"{search.num_samples} samples would run the same {combos} configuration(s) "
                  "on the same seeds again; use search 'grid' (more seeds for repeats), or "
                  "sweep a range or a choice to sample from")]  # fmt: skip
+    return []
+
+
+def _check_baseline_arm(spec: StudySpec) -> list[tuple[str, str]]:
+    """The baseline picks exactly one arm, in every setting."""
+    for setting in settings(spec):
+        where = f" in setting {setting_label(setting)}" if setting else ""
+        hits = [v for v in arms(spec)
+                if is_baseline(resolved_config(spec, {**v, **setting}), spec)]  # fmt: skip
+        if not hits:
+            labels = "; ".join(arm_label(v) for v in arms(spec))
+            return [("baseline", f"matches no arm{where}; arms: {labels}")]
+        if len(hits) > 1:
+            labels = "; ".join(arm_label(v) for v in hits)
+            differ = [path for path in spec.sweep if len({repr(v.get(path)) for v in hits}) > 1]
+            hint = ""
+            if differ:
+                hint = (f"; or, to compare the arms within each value of {differ[0]}, move it "
+                        f"from sweep to across (across: {{{differ[0]}: [...]}})")  # fmt: skip
+            return [("baseline", f"matches {len(hits)} arms ({labels}){where}; it must pick "
+                     f"one{hint}")]  # fmt: skip
+    return []
+
+
+def _overlap(first: str, second: str) -> bool:
+    """Whether two paths set the same value (equal, or one a section of the other)."""
+    return first == second or first.startswith(f"{second}.") or second.startswith(f"{first}.")
+
+
+ACROSS_ONLY_GRID = ("needs search 'grid': every arm runs in every setting on the same seeds, "
+                    "which a random or Optuna search does not do")  # fmt: skip
+
+
+def check_across(spec: StudySpec, base: dict[str, Any]) -> list[tuple[str, str]]:
+    """Problems of the settings (``across``): each path exists and is no arm's, each value and
+    each setting validates, no value twice; and the features settings do not combine with."""
+    if not spec.across:
+        return []
+    problems: list[tuple[str, str]] = []
+    arm_paths = swept_paths(spec)
+    for path, values in spec.across.items():
+        where = f"across.{path}"
+        if path == "seed" or path.split(".")[0] not in base:
+            problems.append((where, f"no such path in the trial config; sections: "
+                             f"{', '.join(base)}"))  # fmt: skip
+            continue
+        if not _path_exists(base, path):
+            problems.append((where, f"no such path in the trial config (section "
+                             f"{path.split('.')[0]!r})"))  # fmt: skip
+            continue
+        swept = [other for other in arm_paths if _overlap(other, path)]
+        if swept:
+            problems.append((where, f"{swept[0]} is also set by the arms (sweep or arms); a path "
+                             "is either an arm (compared) or a setting (across), not both"))
+            continue
+        seen: list[Any] = []
+        for value in values:
+            if any(matches(value, other) and matches(other, value) for other in seen):
+                problems.append((where, f"value {value!r} is listed twice"))
+            seen.append(value)
+    for path in flatten_assignment(spec.baseline or {}):
+        if any(_overlap(path, other) for other in spec.across):
+            problems.append((f"baseline.{path}", "is a setting (across); the baseline is the "
+                             "same arm in every setting, so leave the settings out of it"))
+    if problems:
+        return problems
+    for setting in settings(spec):
+        problems += [p for p in _setting_problems(spec, setting) if p not in problems]
+    if problems:
+        return problems
+    for setting in settings(spec):
+        for arm in arms(spec) if is_finite(spec) else [{}]:
+            found = _invalid(spec, "", {**arm, **setting})
+            if found:
+                who = f"arm {arm_label(arm)} in " if arm else ""
+                return [("across", f"{who}setting {setting_label(setting)} is invalid: "
+                         f"{found[0][1]}")]  # fmt: skip
+    if spec.search.name != "grid":
+        problems.append(("across", ACROSS_ONLY_GRID + f" ({spec.search.name!r})"))
+    if spec.confirm is not None:
+        problems.append(("across", "a two-stage study (confirm) cannot run across settings: "
+                         "search in one setting, then run the arms it chose as a grid study "
+                         "with across"))  # fmt: skip
+    if spec.sequential is not None:
+        problems.append(("across", "a sequential study cannot run across settings (its looks "
+                         "stop arms by one comparison each); give the study a fixed list of "
+                         "seeds, or run one sequential study per setting and pool them with "
+                         "`normstudy compare A B`"))  # fmt: skip
+    if spec.baseline is None:
+        problems.append(("baseline", "a study across settings compares every arm with a "
+                         "baseline arm within each setting: set baseline (paths -> values)"))
+    return problems
+
+
+def _setting_problems(spec: StudySpec, setting: dict[str, Any]) -> list[tuple[str, str]]:
+    """A setting's values that the trial config refuses, each named by its ``across`` path
+    (the setting is named too when values of several paths meet)."""
+    try:
+        resolved_config(spec, setting)
+    except ValidationError as err:
+        found = []
+        for sub, message in format_pydantic_errors(err):
+            path = next((p for p in setting if _overlap(p, sub)), None)
+            where = f"across.{path}" if path else "across"
+            shown = setting[path] if path else setting
+            within = f" (setting {setting_label(setting)})" if len(setting) > 1 else ""
+            found.append((where, f"value {shown!r}{within} is invalid: {sub}: {message}"))
+        return found
     return []
 
 

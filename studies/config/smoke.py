@@ -18,6 +18,10 @@ A smoke run keeps what the study compares and cuts everything else:
   MLPs, 8-plane ODENets; ResNets and the fully convolutional net have fixed
   widths and run as they are); :data:`EPOCHS` epochs of :data:`STEPS` batches of
   at most :data:`BATCH` images; step-schedule milestones at epoch 1.
+* **Settings** (``across``): at most :data:`MAX_SETTINGS` settings, each offline and tiny
+  (real datasets become ``fake``; two real datasets that both became ``fake`` stay two
+  settings as ``fake`` with two ``split_seed`` values, which draw different classes; model
+  sizes capped as above).
 * **Where**: CPU only, one CPU per trial (``max_concurrent`` dropped), no
   ``torch.compile``, two seeds, at most two Optuna / random proposals, under the
   name ``<name>-smoke``.
@@ -35,7 +39,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from studies.config.datasets import DATASET_INFO, OFFLINE
-from studies.config.space import assigns, explicit_arms, flatten_assignment, resolved_config
+from studies.config.space import (
+    assigns,
+    explicit_arms,
+    flatten_assignment,
+    resolved_config,
+    settings,
+)
 from studies.config.spec import GridDomain, StudySpec
 
 # Dataset fields that carry over when a real dataset is replaced by `fake`: how the
@@ -51,6 +61,7 @@ MAX_VALUES = 2
 MAX_OTHER_ARMS = 2
 MAX_TRIALS = 8
 MAX_SAMPLES = 2
+MAX_SETTINGS = 2
 # Model arguments that set the size, per model name (a prefix: `odenet` covers odenet4,
 # odenet10, ...), and the largest value a smoke run uses.
 MODEL_CAPS: dict[str, dict[str, int]] = {
@@ -80,6 +91,7 @@ def shrink(data: dict[str, Any]) -> dict[str, Any]:
         search["num_samples"] = _at_most(search.get("num_samples", 1), MAX_SAMPLES)
     data["resources"] = {"cpu": 1, "gpu": 0}
     data.pop("max_concurrent", None)
+    _shrink_across(data)
     _cut_arms(data)
     return data
 
@@ -179,7 +191,7 @@ def _cut_arms(data: dict[str, Any]) -> None:
     arm_keep = _keep(len(explicit), chosen["arm"], 1 + MAX_OTHER_ARMS) if explicit else []
 
     def trials() -> int:
-        count = max(1, len(arm_keep)) * len(spec.seeds)
+        count = max(1, len(arm_keep)) * len(spec.seeds) * len(settings(spec))
         for path, kept in keep.items():
             if isinstance(spec.sweep[path], GridDomain) or spec.search.name == "grid":
                 count *= len(kept)
@@ -200,6 +212,57 @@ def _cut_arms(data: dict[str, Any]) -> None:
         domain[kind] = [domain[kind][i] for i in kept]
     if explicit:
         data["arms"] = [data["arms"][i] for i in arm_keep]
+
+
+def _shrink_across(data: dict[str, Any]) -> None:
+    """Settings offline and tiny, at most ``MAX_SETTINGS`` of them (module docstring)."""
+    across = data.get("across")
+    if not isinstance(across, dict) or not across:
+        return
+    model_name = (data.get("model") or {}).get("name")
+    collapsed = False
+    for path, values in list(across.items()):
+        if not isinstance(values, list):
+            return  # validation names the field
+        shrunk = [_shrink_setting_value(path, value, model_name) for value in values]
+        distinct = [v for i, v in enumerate(shrunk) if v not in shrunk[:i]]
+        if path.startswith("model.") and len(distinct) < len(values) <= len(set(values)):
+            distinct = _distinct_sizes(values, max(shrunk))  # sizes capped alike: keep apart
+        collapsed |= path in ("dataset", "dataset.name") and len(distinct) < len(values)
+        across[path] = distinct
+    dataset = data.get("dataset") if isinstance(data.get("dataset"), dict) else {}
+    if collapsed and "dataset.split_seed" not in across and "dataset" not in across:
+        first = dataset.get("split_seed", 0)
+        across["dataset.split_seed"] = [first, first + 1] if isinstance(first, int) else [0, 1]
+    room = MAX_SETTINGS
+    for path, values in across.items():  # the first paths keep their first values
+        across[path] = values[: max(1, room)]
+        room //= len(across[path])
+
+
+def _distinct_sizes(values: list[int], cap: int) -> list[int]:
+    """Distinct sizes at most ``cap`` in the order of ``values``: the largest value gets
+    ``cap``, the next ``cap - 1``, ... (at least 1)."""
+    ranked = sorted(values, reverse=True)
+    return [max(1, cap - ranked.index(value)) for value in values]
+
+
+def _shrink_setting_value(path: str, value: Any, model_name: Any) -> Any:
+    """One ``across`` value at smoke size: offline data, capped model sizes."""
+    if path == "dataset.name" and isinstance(value, str) and value in DATASET_INFO:
+        return value if value in OFFLINE else "fake"
+    if path == "dataset" and isinstance(value, dict):
+        holder = {"dataset": copy.deepcopy(value)}
+        _offline_dataset(holder)
+        return holder["dataset"]
+    if path == "model" and isinstance(value, dict):
+        model = copy.deepcopy(value)
+        _cap_model(model, model.get("name", model_name))
+        return model
+    if path.startswith("model.") and path.count(".") == 1:
+        cap = _caps(model_name).get(path.split(".")[1])
+        return _at_most(value, cap) if cap is not None else value
+    return value
 
 
 def _finite_grids(data: dict[str, Any]) -> dict[str, list[Any]]:

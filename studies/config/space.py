@@ -7,7 +7,9 @@ Explicit ``arms`` (a list of assignments, each possibly touching several
 sections, e.g. ALI-G with a constant schedule vs SGD with a step schedule)
 are crossed with the sweep. An *arm* is one assignment of every swept path
 (the seed excluded); trials of the same arm differ only by seed, and the
-comparison stage pairs them by seed with the baseline arm.
+comparison stage pairs them by seed with the baseline arm. A *setting* is one
+assignment of every ``across`` path (blocking factors such as the dataset): every
+arm runs in every setting, and arms are paired with the baseline within a setting.
 
 In a Ray Tune config, the explicit arm rides under the key ``arm`` until
 :func:`resolve_arm` applies it.
@@ -117,6 +119,30 @@ def arms(spec: StudySpec) -> list[dict[str, Any]]:
     return [{**arm, **combo} for arm in explicit_arms(spec) or [{}] for combo in combos]
 
 
+def settings(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every setting: one assignment of each ``across`` path (cartesian product, spec order);
+    ``[{}]``, the one unnamed setting, for a study without ``across``."""
+    paths = list(spec.across)
+    combos = itertools.product(*(spec.across[path] for path in paths))
+    return [dict(zip(paths, combo, strict=True)) for combo in combos]
+
+
+def configurations(spec: StudySpec) -> list[dict[str, Any]]:
+    """Every arm in every setting (a finite study's distinct trial configs, seeds aside)."""
+    return [{**arm, **setting} for arm in arms(spec) for setting in settings(spec)]
+
+
+def setting_of(trial_config: dict[str, Any], spec: StudySpec) -> dict[str, Any]:
+    """The setting of a resolved trial config: its values at the ``across`` paths."""
+    return {path: get_path(trial_config, path) for path in spec.across}
+
+
+def setting_label(values: dict[str, Any]) -> str:
+    """Short name of a setting, e.g. ``dataset.name=digits model.width=32``; empty for the
+    one setting of a study without ``across``."""
+    return arm_label(values) if values else ""
+
+
 def resolve_arm(config: dict[str, Any]) -> dict[str, Any]:
     """A Ray Tune config with its explicit arm (key ``arm``) applied to the sections."""
     if "arm" not in config:
@@ -199,9 +225,9 @@ def resolved_config(spec: StudySpec, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial_configs(spec: StudySpec) -> list[dict[str, Any]]:
-    """All trial configs of a finite study: arms x seeds (seed under key ``seed``)."""
+    """All trial configs of a finite study: arms x settings x seeds (seed under ``seed``)."""
     configs = []
-    for values in arms(spec):
+    for values in configurations(spec):
         config = resolved_config(spec, values)
         for seed in spec.seeds:
             configs.append({**config, "seed": seed})
@@ -218,7 +244,7 @@ def trial_configs(spec: StudySpec) -> list[dict[str, Any]]:
 
 def expected_trials(spec: StudySpec) -> int:
     """Trials the study will run: arms x grid x seeds (grid search), arms x grid x samples x
-    seeds (random search), proposals (Optuna)."""
+    seeds (random search), proposals (Optuna); times the settings of ``across``."""
     if spec.search.name == "optuna":
         return spec.search.num_samples
     grid = max(1, len(spec.arms))
@@ -226,7 +252,7 @@ def expected_trials(spec: StudySpec) -> int:
         if isinstance(domain, GridDomain) or spec.search.name == "grid":
             grid *= len(domain_values(domain))
     samples = 1 if spec.search.name == "grid" else spec.search.num_samples
-    return grid * samples * len(spec.seeds)
+    return grid * samples * len(spec.seeds) * len(settings(spec))
 
 
 def total_trials(spec: StudySpec) -> tuple[int, int]:

@@ -213,6 +213,11 @@ class StudySpec(TrialConfig):
         "crossed with the sweep and the seeds",
     )
     sweep: dict[str, SweepDomain] = Field(default_factory=dict)
+    across: dict[str, Values] = Field(
+        default_factory=dict, description="blocking factors (path -> values): each combination "
+        "is a setting; every arm runs in every setting on every seed, is compared with the "
+        "baseline within each setting, and the settings are pooled (studies.analysis.settings)",
+    )
     seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
     baseline: dict[str, Any] | None = None
     metric: MetricSpec = Field(default_factory=MetricSpec)
@@ -283,6 +288,8 @@ class StudySpec(TrialConfig):
         data = self.model_dump(mode="json", exclude={"description", "storage", "tracking", "code"})
         if data.get("method") is None:  # as before methods existed: old studies still resume
             data.pop("method", None)
+        if not data.get("across"):  # as before settings existed
+            data.pop("across", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -60,6 +60,8 @@ def param_space(spec: StudySpec) -> dict[str, Any]:
     space = with_values(spec.trial_config(), {})
     for path, domain in spec.sweep.items():
         set_path(space, path, tune_domain(domain, spec.search.name))
+    for path, values in spec.across.items():  # every arm in every setting (grid search only)
+        set_path(space, path, tune.grid_search(list(values)))
     if spec.arms:  # applied by resolve_arm in the trial
         space["arm"] = tune.grid_search(explicit_arms(spec))
     space["seed"] = spec.seeds[0] if spec.search.name == "optuna" else tune.grid_search(spec.seeds)

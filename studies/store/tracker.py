@@ -33,7 +33,16 @@ from typing import TYPE_CHECKING, Any
 
 from studies.config.load import dump_spec
 from studies.config.secrets import mask_config, redact
-from studies.config.space import arm_label, arm_of, flatten, has_arms, is_baseline, resolve_arm
+from studies.config.space import (
+    arm_label,
+    arm_of,
+    flatten,
+    has_arms,
+    is_baseline,
+    resolve_arm,
+    setting_label,
+    setting_of,
+)
 from studies.config.spec import TRIAL_SECTIONS, StudySpec
 from studies.store.inputs import context_tags
 from studies.store.queries import ROLE, STUDY, TRIAL_ID, search_all, study_filter
@@ -352,9 +361,10 @@ class StudyTracker:
                 self._params_due.setdefault(trial_id, _params(trial_config))
             return self._runs[trial_id], False
         label = arm_label(arm_of(trial_config, self.spec)) if has_arms(self.spec) else "default"
+        setting = setting_label(setting_of(trial_config, self.spec))  # "" without across
         run = self.client.create_run(
             self.known_experiment_id(),
-            run_name=f"{label} seed={config.get('seed')}",
+            run_name=f"{label} {f'[{setting}] ' if setting else ''}seed={config.get('seed')}",
             tags={
                 ROLE: "trial",
                 STUDY: self.spec.name,
@@ -364,6 +374,7 @@ class StudyTracker:
                 "seed": str(config.get("seed")),
                 "arm": redact(label),
                 "baseline": str(is_baseline(trial_config, self.spec)).lower(),
+                **({"setting": redact(setting)} if setting else {}),
                 **version_tags(),
                 **self._context,
             },

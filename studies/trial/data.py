@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from normlib.registry import Registry
 from studies.config.datasets import DatasetInfo, dataset_info
 from studies.config.roots import DEFAULT_ROOT, FILE_DATASETS
-from studies.config.space import arms, is_finite, resolved_config
+from studies.config.space import configurations, is_finite, resolved_config
 from studies.config.spec import CannotStart, StudySpec
 from studies.trial.torchvision_files import DownloadFailed, fetch, folder, read_split, split_files
 
@@ -229,7 +229,7 @@ for _name in FILE_DATASETS:
 def study_datasets(spec: StudySpec) -> list[dict[str, Any]]:
     """The distinct ``dataset`` sections of the study's trials (the base one for a study of
     continuous sweeps)."""
-    configs = [resolved_config(spec, v) for v in arms(spec)] if is_finite(spec) else [
+    configs = [resolved_config(spec, v) for v in configurations(spec)] if is_finite(spec) else [
         spec.trial_config()]  # fmt: skip
     found: dict[str, dict[str, Any]] = {}
     for config in configs:

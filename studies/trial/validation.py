@@ -26,7 +26,13 @@ from torch import nn
 from normlib.models import MODELS
 from studies.config.datasets import DATASET_INFO, DatasetInfo, dataset_info
 from studies.config.load import parse_config, read_spec
-from studies.config.space import arms, explicit_arms, flatten_assignment, is_finite, resolved_config
+from studies.config.space import (
+    configurations,
+    explicit_arms,
+    flatten_assignment,
+    is_finite,
+    resolved_config,
+)
 from studies.config.spec import OPTIMIZERS, SpecError, StudySpec
 from studies.trial.components import (
     SERVICE_FIELDS,
@@ -86,14 +92,17 @@ def check_spec(spec: StudySpec, data_here: bool = True) -> list[tuple[str, str]]
     assigned += [(f"arms[{i}].{path}", path) for i, arm in enumerate(explicit_arms(spec))
                  for path in arm]  # fmt: skip
     assigned += [(f"baseline.{path}", path) for path in flatten_assignment(spec.baseline or {})]
-    unknown = [where for where, path in assigned if path.startswith("model.")
-               and path.count(".") == 1 and path.split(".")[1] not in accepted]  # fmt: skip
+    assigned += [(f"across.{path}", path) for path in spec.across]
+    unknown = [where for where, path in assigned if path.startswith("model.") and path.count(".")
+               == 1 and path.split(".")[1] not in (*accepted, "name")]  # fmt: skip
     if unknown and not _takes_any(name):
         return [(where, f"unknown argument of model {name!r}; valid: {', '.join(accepted)}")
                 for where in dict.fromkeys(unknown)]  # fmt: skip
     memory, field = memory_budget(spec)
     base = spec.trial_config()
-    configs = [resolved_config(spec, v) for v in arms(spec)] if is_finite(spec) else [base]
+    configs = [base]
+    if is_finite(spec):  # each arm in each setting
+        configs = [resolved_config(spec, values) for values in configurations(spec)]
     problems = []
     seen: set[str] = set()
     for config in configs:
@@ -133,6 +142,7 @@ def check_components(spec: StudySpec) -> list[tuple[str, str]]:
     assigned = [(f"sweep.{path}", path) for path in spec.sweep]
     assigned += [(f"arms[{i}].{path}", path) for i, arm in enumerate(explicit_arms(spec))
                  for path in arm]  # fmt: skip
+    assigned += [(f"across.{path}", path) for path in spec.across]
     for section, data in _sections(spec).items():
         try:
             accepted = arguments(section, resolve_callable(section, data["name"]))

@@ -15,7 +15,7 @@ import pytest
 from rliable import metrics
 
 from normlib.stats.improvement import (
-    improvement,
+    improvement_interval,
     pair_scores,
     probability_of_improvement,
 )
@@ -91,7 +91,8 @@ def test_bootstrap_matches_a_loop_with_the_same_draws(seed, alternative):
     arm, baseline = runs(seed, n_runs=4, n_settings=3, rounded=seed % 2 == 1)
     arm_list, base_list = columns(arm), columns(baseline)
     arm_list[0] = arm_list[0][:3]  # unequal seeds in one setting
-    ours = improvement(arm_list, base_list, alternative, confidence=0.9, resamples=300, seed=seed)
+    ours = improvement_interval(arm_list, base_list, alternative, confidence=0.9, resamples=300,
+                                seed=seed)  # fmt: skip
     expected = loop_bootstrap(arm_list, base_list, alternative, 0.9, 300, seed)
     assert abs(ours.ci_low - expected[0]) <= 1e-12 and abs(ours.ci_high - expected[1]) <= 1e-12
     assert ours.probability == probability_of_improvement(arm_list, base_list, alternative)
@@ -114,7 +115,7 @@ def rliable_scheme_interval(arm, baseline, resamples, rng, confidence=0.95):
 
 def test_interval_agrees_in_distribution_with_rliables_scheme():
     arm, baseline = runs(0, n_runs=5, n_settings=4, rounded=True)
-    ours = improvement(columns(arm), columns(baseline), resamples=2000, seed=0)
+    ours = improvement_interval(columns(arm), columns(baseline), resamples=2000, seed=0)
     theirs = rliable_scheme_interval(arm, baseline, 2000, np.random.default_rng(100))
     # two independent sets of 2,000 resamples: their percentiles differ by Monte Carlo error
     # (about 0.01 here)
@@ -124,9 +125,9 @@ def test_interval_agrees_in_distribution_with_rliables_scheme():
 
 def test_fixed_seed_is_reproducible_and_the_seed_matters():
     arm, baseline = runs(7)
-    first = improvement(columns(arm), columns(baseline), resamples=500, seed=3)
-    again = improvement(columns(arm), columns(baseline), resamples=500, seed=3)
-    other = improvement(columns(arm), columns(baseline), resamples=500, seed=4)
+    first = improvement_interval(columns(arm), columns(baseline), resamples=500, seed=3)
+    again = improvement_interval(columns(arm), columns(baseline), resamples=500, seed=3)
+    other = improvement_interval(columns(arm), columns(baseline), resamples=500, seed=4)
     assert first == again and (first.ci_low, first.ci_high) != (other.ci_low, other.ci_high)
     assert len(first.per_setting) == 4 and math.isclose(
         sum(first.per_setting) / 4, first.probability, abs_tol=1e-15)
@@ -146,4 +147,4 @@ def test_fixed_seed_is_reproducible_and_the_seed_matters():
 )
 def test_bad_input_is_named(arm, baseline, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        improvement(arm, baseline, **kwargs)
+        improvement_interval(arm, baseline, **kwargs)

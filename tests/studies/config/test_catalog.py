@@ -34,6 +34,9 @@ PAPER_STUDIES = [
     "alig-svhn",
     "odenet4-norms-cifar10",
     "odenet10-norms-cifar10",
+    "enorm-fc-across",  # cross-setting studies (across): the papers' own sets of settings
+    "rbn-wrn-across",
+    "bninit-resnet-across",
 ]
 
 
@@ -87,7 +90,7 @@ def recipe(config: dict) -> dict:
 
 
 def test_catalog_lists_every_paper_study_and_quickstart():
-    assert set(PAPER_STUDIES) | {"quickstart"} == set(CATALOG)
+    assert set(PAPER_STUDIES) | {"quickstart", "quickstart-across"} == set(CATALOG)
 
 
 @pytest.mark.parametrize("name", CATALOG)
@@ -501,6 +504,10 @@ def test_list_shows_trials_and_gpu_hours_for_every_study(capsys, tmp_path):
         "alig-svhn": "30",
         "odenet4-norms-cifar10": "162",
         "odenet10-norms-cifar10": "36",
+        "quickstart-across": "72",  # arms x settings x seeds
+        "enorm-fc-across": "20",
+        "rbn-wrn-across": "30",
+        "bninit-resnet-across": "90",
     }
 
 
@@ -558,5 +565,9 @@ def test_study_runs_end_to_end_with_smoke(
     }
     # Every arm but the baseline is compared with the baseline, paired by seed.
     assert stage.baseline is not None and len(stage.seeds) == 2
-    assert len(result.comparison.rows) == len(arms(stage)) - 1 >= 1
+    if stage.across:  # every arm against the baseline in each setting, then pooled
+        assert len(result.comparison.arms) == len(arms(stage)) - 1 >= 1
+        assert {row.n_pairs for a in result.comparison.arms for row in a.rows.values()} == {2}
+    else:
+        assert len(result.comparison.rows) == len(arms(stage)) - 1 >= 1
     assert all(path.is_file() for path in result.files)
