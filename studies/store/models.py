@@ -18,14 +18,17 @@ so a resumed study or a second call logs nothing twice.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from studies.config.components import code_modules
 from studies.config.secrets import redact
 from studies.config.space import arm_label, arm_of, has_arms, resolve_arm
 from studies.config.spec import TRIAL_SECTIONS, StudySpec
@@ -138,25 +141,67 @@ def input_example(model: nn.Module, config: dict[str, Any]) -> Any:
 def log_model(client: MlflowClient, uri: str, run_id: str, cand: Candidate,
               code: str | None = None) -> str:  # fmt: skip
     """Log the candidate's final network to its run; the logged model's id (also tagged on
-    the run). Requirements are given, not inferred (inference imports the model in a
-    subprocess: seconds per model)."""
+    the run). The logged model belongs to the run's experiment, so its files go where that
+    experiment keeps artifacts (the study's store, or the server's), not into the working
+    directory's ``mlruns``. Requirements are given, not inferred (inference imports the
+    model in a subprocess: seconds per model); ``code``'s packages and modules (what the
+    workers get: no ``.git``, no data) travel with it, so the user's own layers load."""
     import mlflow
     import mlflow.pytorch
 
-    done = client.get_run(run_id).data.tags.get(MODEL_TAG)
+    run = client.get_run(run_id)
+    done = run.data.tags.get(MODEL_TAG)
     if done:
         return done
     model = final_model(cand.config, cand.checkpoint)
+    tags = {"normstudy.arm": redact(cand.arm), "normstudy.trial_id": cand.trial_id}
+    logged = client.create_logged_model(run.info.experiment_id, name=MODEL_NAME,
+                                        source_run_id=run_id, tags=tags,
+                                        params=dict(run.data.params))  # fmt: skip
+    shipped = [str(path) for path in code_modules(code)] if code else []
     mlflow.set_tracking_uri(uri)
-    info = mlflow.pytorch.log_model(
-        model, name=MODEL_NAME, run_id=run_id, input_example=input_example(model, cand.config),
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        code_paths=[code] if code else None,
-        serialization_format="pickle",  # the nn.Module itself (eval(), state_dict()), not pt2
-        tags={"normstudy.arm": redact(cand.arm), "normstudy.trial_id": cand.trial_id},
-    )  # fmt: skip
+    with installed_pins():
+        info = mlflow.pytorch.log_model(
+            model, name=MODEL_NAME, run_id=run_id, model_id=logged.model_id,
+            input_example=input_example(model, cand.config), pip_requirements=requirements(),
+            code_paths=shipped or None,
+            serialization_format="pickle",  # the nn.Module itself (eval(), state_dict())
+        )  # fmt: skip
     client.set_tag(run_id, MODEL_TAG, info.model_id)
     return info.model_id
+
+
+def requirements() -> list[str]:
+    """The model's pip requirements: the installed torch and MLflow, pinned."""
+    import mlflow
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+
+
+@contextlib.contextmanager
+def installed_pins() -> Iterator[None]:
+    """Let MLflow check :func:`requirements` without scanning every installed package.
+
+    Before it saves a model, MLflow warns where a requirement differs from what is installed;
+    to do so it first maps every installed distribution to its modules (importlib's
+    ``packages_distributions``, which reads the file list of each of the ~180 packages of a
+    torch + Ray environment: 0.6-1 s of CPU, most of the cost of logging a small model). Our
+    requirements are the installed versions themselves, looked up by their names, so a map of
+    just these names gives the same answer. The map is MLflow's private cache: set only while
+    MLflow has not built it, and cleared after, so any other use in the process builds the
+    full one; an MLflow without that cache just takes its usual way."""
+    from mlflow.utils import requirements_utils as reqs
+
+    names = ("_MODULES_TO_PACKAGES", "_PACKAGES_TO_MODULES")
+    if any(getattr(reqs, name, 0) is not None for name in names):  # built already, or renamed
+        yield
+        return
+    pins: Any = {"torch": ["torch"], "mlflow": ["mlflow"]}  # MLflow types its cache as None
+    reqs._MODULES_TO_PACKAGES = pins
+    try:
+        yield
+    finally:
+        reqs._MODULES_TO_PACKAGES = reqs._PACKAGES_TO_MODULES = None
 
 
 def register_best(client: MlflowClient, spec: StudySpec, run_id: str, model_id: str,

@@ -71,6 +71,9 @@ def test_registered_best_model_reproduces_test_accuracy(study, study_runs):
     assert len(logged) == 2  # log_model: best, one per arm
     mlflow.set_tracking_uri(outcome.tracking_uri)
     for run in logged:
+        found = client.get_logged_model(run.data.tags[MODEL_TAG])  # in the study's experiment,
+        assert found.experiment_id == run.info.experiment_id  # its files in the study's store
+        assert found.artifact_location.startswith((tmp / "mlartifacts" / "uistudy").as_uri())
         alias = alias_of(run.data.tags["arm"])
         version = client.get_model_version_by_alias("uistudy", alias)
         assert version.run_id == run.info.run_id
