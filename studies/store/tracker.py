@@ -183,7 +183,10 @@ class StudyTracker:
         self._context: dict[str, str] = {}  # source, user, git: known once start_study ran
 
     def __getstate__(self) -> dict[str, Any]:  # pickled into Ray Tune's experiment state
-        return {"spec": self.spec, "uri": self.uri}
+        # tuner.pkl is a file of the results directory: the description (free text, where a
+        # user may paste anything) goes there as MLflow gets it, credentials masked
+        spec = self.spec.model_copy(update={"description": redact(self.spec.description)})
+        return {"spec": spec, "uri": self.uri}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         StudyTracker.__init__(self, state["spec"], state["uri"])

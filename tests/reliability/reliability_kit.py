@@ -101,14 +101,15 @@ class Driver:
     """A `normstudy` command in its own process group; stdout and stderr are collected."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None,
-                 kill_on: str | None = None):
+                 kill_on: str | None = None, cwd: Path | None = None):
         """``kill_on``: SIGKILL the driver from the reading thread as soon as a line contains
-        it (no polling delay, for moments shorter than a poll: the comparison stage)."""
+        it (no polling delay, for moments shorter than a poll: the comparison stage).
+        ``cwd``: the working directory (default: the repository)."""
         self.lines: list[str] = []
         self.kill_on = kill_on
         self.killed = threading.Event()
         self.proc = subprocess.Popen(
-            [NORMSTUDY, *args], cwd=REPO, env=env or driver_env(), start_new_session=True,
+            [NORMSTUDY, *args], cwd=cwd or REPO, env=env or driver_env(), start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -146,9 +147,11 @@ class Driver:
         kill_group(self.proc.pid)
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 300):
-    """A `normstudy` command to its end; returns the CompletedProcess."""
-    driver = Driver(args, env)
+def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 300,
+            cwd: Path | None = None):
+    """A `normstudy` command to its end (in ``cwd``, default the repository); returns the
+    CompletedProcess."""
+    driver = Driver(args, env, cwd=cwd)
     try:
         code = driver.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -248,11 +251,14 @@ def tree_snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 (SQLite store, or ``backend``) that can be stopped
-    and restarted on the same port and store."""
+    and restarted on the same port and store. ``serve_artifacts``: clients send and fetch
+    artifacts over HTTP (``mlflow-artifacts:/``, kept under ``root/artifacts``), as from
+    another machine; else they write ``root/artifacts`` directly."""
 
-    def __init__(self, root: Path, backend: str | None = None):
+    def __init__(self, root: Path, backend: str | None = None, serve_artifacts: bool = False):
         self.root = Path(root)
         self.backend = backend or f"sqlite:///{self.root / 'server.db'}"
+        self.serve_artifacts = serve_artifacts
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -264,8 +270,12 @@ class MlflowServer:
         command = [
             MLFLOW, "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
             "--backend-store-uri", self.backend,
-            "--default-artifact-root", (self.root / "artifacts").as_uri(),
         ]  # fmt: skip
+        if self.serve_artifacts:
+            artifacts = str(self.root / "artifacts")
+            command += ["--serve-artifacts", "--artifacts-destination", artifacts]
+        else:
+            command += ["--default-artifact-root", (self.root / "artifacts").as_uri()]
         with open(self.log, "a") as log:
             env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner
             self.proc = subprocess.Popen(command, cwd=self.root, start_new_session=True, env=env,

@@ -105,6 +105,87 @@ def test_secret_config_keys_are_masked_in_mlflow(tmp_path, monkeypatch):
     assert all(SECRETS["MLFLOW_TRACKING_PASSWORD"] not in v for v in params.values())
 
 
+def mlflow_records(client, experiment_id: str, study: str) -> list[tuple[str, str]]:
+    """(where, text) of everything MLflow holds of a study (issue 27's records included):
+    experiment tags; each run's params, tags and dataset inputs (name, digest, source,
+    profile, tags); each logged model's tags and params; the registered model (description,
+    tags, aliases) and its versions (source, description, tags)."""
+    records = [("experiment", f"{k}={v}")
+               for k, v in client.get_experiment(experiment_id).tags.items()]  # fmt: skip
+    for run in client.search_runs([experiment_id], max_results=1000):
+        where = f"run {run.info.run_name}"
+        records += [(where, f"{k}={v}") for k, v in {**run.data.params, **run.data.tags}.items()]
+        for found in run.inputs.dataset_inputs:
+            data = found.dataset
+            records += [(f"{where} dataset", text) for text in (
+                data.name, data.digest, data.source_type, data.source, data.profile or "",
+                *(f"{t.key}={t.value}" for t in found.tags))]  # fmt: skip
+    for model in client.search_logged_models([experiment_id]):
+        records += [(f"logged model {model.model_id}", f"{k}={v}")
+                    for k, v in {**model.tags, **model.params}.items()]  # fmt: skip
+    registered = client.get_registered_model(study)
+    records += [("registered model", text) for text in (
+        registered.name, registered.description or "",
+        *(f"{k}={v}" for k, v in registered.tags.items()),
+        *(f"{k}={v}" for k, v in registered.aliases.items()))]  # fmt: skip
+    for version in client.search_model_versions(f"name = '{study}'"):
+        records += [(f"version {version.version}", text) for text in (
+            version.source or "", version.description or "",
+            *(f"{k}={v}" for k, v in version.tags.items()))]  # fmt: skip
+    return records
+
+
+def test_dataset_source_git_models_and_registry_leak_no_secret(tmp_path):
+    """Issue 27's records, with credentials where a user puts them: the code folder's git
+    remote holds a password, the study's description a token, and every model is logged
+    (``tracking.log_model: all``): no record and no file holds a credential, the masked
+    remote says where it points, and the models carry the user's code without its ``.git``."""
+    import subprocess
+
+    password, token = SECRETS["MLFLOW_TRACKING_PASSWORD"], SECRETS["HF_TOKEN"]
+    code = tmp_path / "my-code"
+    code.mkdir()
+    (code / "my_layers.py").write_text("WIDTH = 16\n")
+    git = ["git", "-C", str(code), "-c", "user.name=u", "-c", "user.email=u@example.com"]
+    for args in (["init", "-q"], ["add", "my_layers.py"], ["commit", "-qm", "layers"],
+                 ["remote", "add", "origin", f"https://alice:{password}@git.example.com/x"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    assert password in (code / ".git" / "config").read_text()  # where it could come from
+    spec = tiny_spec("leaks", train__epochs=2, code=str(code),
+                     description=f"ENorm on digits; the hub's token is {token}",
+                     tracking={"log_model": "all"})  # fmt: skip
+    storage, cwd = tmp_path / "results", tmp_path / "cwd"
+    cwd.mkdir()
+    done = run_cli(["run", str(write_spec(tmp_path, spec)), "--storage", str(storage)],
+                   env=driver_env(**SECRETS), cwd=cwd)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert not list(cwd.iterdir())  # nothing (no mlruns/) in the user's working directory
+
+    client, parents, children = mlflow_runs(sqlite_uri(storage), "leaks")
+    records = mlflow_records(client, parents[0].info.experiment_id, "leaks")
+    tags = children[0].data.tags
+    assert tags["mlflow.source.git.repoURL"] == f"https://alice:{MASK}@git.example.com/x"
+    assert len(tags["mlflow.source.git.commit"]) == 40
+    assert sum(where.endswith("dataset") for where, _ in records) >= 4 * 6  # one per trial
+    assert sum(where.startswith("logged model") for where, _ in records) >= 4  # all 4 models
+    assert sum(where.startswith("version") for where, _ in records) >= 2  # one per arm
+    leaks = [(where, text) for where, text in [("output", done.stdout), *records]
+             for value in SECRETS.values() if value in text]  # fmt: skip
+    assert not leaks, leaks
+
+    mlmodels = list(storage.rglob("MLmodel"))
+    assert len(mlmodels) == 4, mlmodels  # under the study's store, one per trial
+    for mlmodel in mlmodels:
+        artifacts = mlmodel.parent
+        assert (artifacts / "requirements.txt").is_file()
+        assert (artifacts / "code" / "my_layers.py").is_file()
+        assert not list(artifacts.rglob(".git"))
+    files = [p for p in storage.rglob("*") if p.is_file()]
+    leaked = [(str(path), value) for path in files for value in SECRETS.values()
+              if value.encode() in path.read_bytes()]  # fmt: skip
+    assert not leaked, leaked
+
+
 @pytest.mark.parametrize("key, secret", [
     ("aws.secret_access_key", True), ("db.password", True), ("apiToken", True),
     ("credentials.file", True), ("optimizer.lr", False), ("model.n_layers", False),
