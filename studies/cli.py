@@ -30,6 +30,7 @@ from studies.store.layout import (
 
 if TYPE_CHECKING:  # the CLI starts without torch, Ray or MLflow: these load on use
     from studies.analysis.outputs import ComparisonRun
+    from studies.analysis.settings_outputs import SettingsRun
     from studies.config.spec import StudySpec
     from studies.run.fit import StudyOutcome
 
@@ -403,7 +404,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_comparison(result: ComparisonRun) -> None:
+def print_comparison(result: ComparisonRun | SettingsRun) -> None:
     """The comparison table (and the sequential looks), then where the report went."""
     from studies.analysis.outputs import ARTIFACT_DIR, OUTPUT_DIR, REPORT_FILE
     from studies.analysis.report import format_table

@@ -189,9 +189,9 @@ def compare_settings(
             left = [label for label in labels if label not in used]
             warnings.append(f"{arm}: fewer than 2 pairs in setting(s) {'; '.join(left)}; "
                             "the pooled figures leave them out")  # fmt: skip
-    pooled = [s for s in summaries if s.across is not None and s.across.pooled is not None]
-    for summary, adjusted in zip(pooled, holm([s.across.pooled.pvalue for s in pooled]),
-                                 strict=True):  # fmt: skip
+    pooled = [(s, s.across.pooled.pvalue) for s in summaries
+              if s.across is not None and s.across.pooled is not None]  # fmt: skip
+    for (summary, _), adjusted in zip(pooled, holm([p for _, p in pooled]), strict=True):
         summary.pooled_p_holm = float(adjusted)
 
     result = SettingsComparison(

@@ -65,10 +65,10 @@ def forest_plot(comparison: SettingsComparison, summary: ArmAcross, path: str | 
                             f"{p.mean_diff * u.scale:+.2f}, p (Holm) "
                             f"{format_p(summary.pooled_p_holm)}"))  # fmt: skip
     if across is not None and across.meta is not None:
-        m = across.meta
-        pooled_rows.append(("random effects (HKSJ)", m.random,
-                            _half_width(m.random, m.ci_low, m.ci_high), RANDOM,
-                            f"{m.random * u.scale:+.2f}, I^2 {m.i2:.0%}"))  # fmt: skip
+        meta = across.meta
+        pooled_rows.append(("random effects (HKSJ)", meta.random,
+                            _half_width(meta.random, meta.ci_low, meta.ci_high), RANDOM,
+                            f"{meta.random * u.scale:+.2f}, I^2 {meta.i2:.0%}"))  # fmt: skip
     n, m = len(rows), len(pooled_rows)
     pooled_y = [float(m - j) for j in range(m)]
     setting_y = [m + 1.0 + (n - 1 - i) for i in range(n)]

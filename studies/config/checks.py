@@ -207,8 +207,7 @@ def check_across(spec: StudySpec, base: dict[str, Any]) -> list[tuple[str, str]]
                              "same arm in every setting, so leave the settings out of it"))
     if problems:
         return problems
-    for setting in settings(spec):
-        problems += [p for p in _setting_problems(spec, setting) if p not in problems]
+    problems += _setting_problems(spec)
     if problems:
         return problems
     for setting in settings(spec):
@@ -235,21 +234,28 @@ def check_across(spec: StudySpec, base: dict[str, Any]) -> list[tuple[str, str]]
     return problems
 
 
-def _setting_problems(spec: StudySpec, setting: dict[str, Any]) -> list[tuple[str, str]]:
-    """A setting's values that the trial config refuses, each named by its ``across`` path
-    (the setting is named too when values of several paths meet)."""
-    try:
-        resolved_config(spec, setting)
-    except ValidationError as err:
-        found = []
-        for sub, message in format_pydantic_errors(err):
-            path = next((p for p in setting if _overlap(p, sub)), None)
-            where = f"across.{path}" if path else "across"
-            shown = setting[path] if path else setting
-            within = f" (setting {setting_label(setting)})" if len(setting) > 1 else ""
-            found.append((where, f"value {shown!r}{within} is invalid: {sub}: {message}"))
-        return found
-    return []
+def _setting_problems(spec: StudySpec) -> list[tuple[str, str]]:
+    """The ``across`` values the trial config refuses, each once, named by its path; the
+    setting is named too when a value fails only beside some values of the other paths."""
+    every = settings(spec)
+    failed: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for setting in every:
+        try:
+            resolved_config(spec, setting)
+        except ValidationError as err:
+            for sub, message in format_pydantic_errors(err):
+                path = next((p for p in setting if _overlap(p, sub)), "")
+                shown = repr(setting[path]) if path else ""
+                failed.setdefault((path, shown, f"{sub}: {message}"), []).append(setting)
+    problems = []
+    for (path, shown, detail), where in failed.items():
+        if not path:
+            problems.append(("across", f"setting {setting_label(where[0])} is invalid: {detail}"))
+            continue
+        holding = [s for s in every if repr(s[path]) == shown]
+        within = "" if len(where) == len(holding) else f" (setting {setting_label(where[0])})"
+        problems.append((f"across.{path}", f"value {shown}{within} is invalid: {detail}"))
+    return problems
 
 
 def _invalid(spec: StudySpec, where: str, values: dict[str, Any]) -> list[tuple[str, str]]:

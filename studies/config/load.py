@@ -67,8 +67,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             message = f"{path}: value {raw!r} is not valid YAML ({problem}); {hint}"
             raise SpecError([("--set", message)]) from None
         keys = path.split(".")
-        if keys[0] == "sweep" and len(keys) > 2:  # sweep paths are dotted themselves
-            keys = ["sweep", ".".join(keys[1:])]
+        if keys[0] in ("sweep", "across") and len(keys) > 2:  # their paths are dotted too
+            keys = [keys[0], ".".join(keys[1:])]
         node = data
         for key in keys[:-1]:
             if not isinstance(node.get(key), dict):

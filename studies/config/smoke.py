@@ -230,7 +230,8 @@ def _shrink_across(data: dict[str, Any]) -> None:
             distinct = _distinct_sizes(values, max(shrunk))  # sizes capped alike: keep apart
         collapsed |= path in ("dataset", "dataset.name") and len(distinct) < len(values)
         across[path] = distinct
-    dataset = data.get("dataset") if isinstance(data.get("dataset"), dict) else {}
+    raw = data.get("dataset")
+    dataset = raw if isinstance(raw, dict) else {}
     if collapsed and "dataset.split_seed" not in across and "dataset" not in across:
         first = dataset.get("split_seed", 0)
         across["dataset.split_seed"] = [first, first + 1] if isinstance(first, int) else [0, 1]
