@@ -376,13 +376,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import contextlib
 
     from studies.analysis.outputs import run_comparison
+    from studies.analysis.settings_outputs import run_pooled_comparison as pool
 
-    if args.more:  # studies pooled as settings: files only, no study's MLflow run owns them
-        from studies.analysis.settings_outputs import run_pooled_comparison
-
-        print_comparison(run_pooled_comparison(
-            [args.study, *args.more], metric=args.metric, select=args.select, alpha=args.alpha,
-            source=args.source, storage=args.storage))  # fmt: skip
+    if args.more:  # studies pooled as settings (analysis/settings_outputs.py)
+        print_comparison(pool([args.study, *args.more], args.metric, args.select, args.alpha,
+                              args.source, args.storage))  # fmt: skip
         return 0
     with contextlib.nullcontext() if args.no_log else existing_study_lease(args):
         result = run_comparison(
@@ -408,16 +406,10 @@ def print_comparison(result: ComparisonRun | SettingsRun) -> None:
     """The comparison table (and the sequential looks), then where the report went."""
     from studies.analysis.outputs import ARTIFACT_DIR, OUTPUT_DIR, REPORT_FILE
     from studies.analysis.report import format_table
-    from studies.analysis.settings_outputs import SettingsRun
+    from studies.analysis.settings_outputs import SettingsRun, settings_text
 
-    if isinstance(result, SettingsRun):  # across settings (analysis/settings.py)
-        from studies.analysis.settings_report import format_settings
-
-        print(format_settings(result.comparison))
-        print(f"[normstudy] report: {result.report}")
-        if result.run_id:
-            print(f"[normstudy] logged to MLflow run {result.run_id} (artifacts/{ARTIFACT_DIR}, "
-                  "metrics across.*, tags normstudy.across.*)")  # fmt: skip
+    if isinstance(result, SettingsRun):  # across settings (analysis/settings_outputs.py)
+        print(settings_text(result))
         return
     print(format_table(result.comparison))
     if result.comparison.sequential is not None:

@@ -25,7 +25,13 @@ from studies.analysis.settings import (
     split_by_setting,
 )
 from studies.analysis.settings_plots import cd_diagram, forest_plot, improvement_plot, slug
-from studies.analysis.settings_report import pooled_csv, settings_csv, to_markdown, verdict_line
+from studies.analysis.settings_report import (
+    format_settings,
+    pooled_csv,
+    settings_csv,
+    to_markdown,
+    verdict_line,
+)
 from studies.analysis.trials import SOURCES, load_trials
 from studies.config.space import confirm_name
 from studies.config.spec import SpecError, StudySpec
@@ -231,3 +237,12 @@ def run_pooled_comparison(studies: list[str], metric: str | None = None, select:
     files = write_settings_outputs(comparison, out)
     return SettingsRun(comparison, out, files, None)
 
+
+
+def settings_text(run: SettingsRun) -> str:
+    """What the CLI prints: the report, where it went, where it was logged."""
+    lines = [format_settings(run.comparison), f"[normstudy] report: {run.report}"]
+    if run.run_id:
+        lines.append(f"[normstudy] logged to MLflow run {run.run_id} (artifacts/{ARTIFACT_DIR}, "
+                     "metrics across.*, tags normstudy.across.*)")  # fmt: skip
+    return "\n".join(lines)
