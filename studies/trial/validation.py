@@ -100,21 +100,32 @@ def check_spec(spec: StudySpec, data_here: bool = True) -> list[tuple[str, str]]
                 for where in dict.fromkeys(unknown)]  # fmt: skip
     memory, field = memory_budget(spec)
     base = spec.trial_config()
-    configs = [base]
+    configs: list[tuple[dict[str, Any], dict[str, Any]]] = [(base, {})]
     if is_finite(spec):  # each arm in each setting
-        configs = [resolved_config(spec, values) for values in configurations(spec)]
+        configs = [(resolved_config(spec, values), values) for values in configurations(spec)]
     problems = []
     seen: set[str] = set()
-    for config in configs:
+    for config, values in configs:
         key = repr({k: config.get(k) for k in ("dataset", "model", "enorm", "train")})
         if key in seen:
             continue
         seen.add(key)
-        found = check_buildable(config, memory, field, data_here)
+        found = [_by_setting(p, values, spec)
+                 for p in check_buildable(config, memory, field, data_here)]  # fmt: skip
         problems.extend(p for p in found if p not in problems)
         if any(path.startswith(("model", "train")) for path, _ in found):
             break  # the other arms build the same network: one message is enough
     return problems
+
+
+def _by_setting(problem: tuple[str, str], values: dict[str, Any],
+                spec: StudySpec) -> tuple[str, str]:  # fmt: skip
+    """A build problem of a setting's value (``across``), named by that field."""
+    where, message = problem
+    for path in spec.across:
+        if path in where.split(" / ") or where.startswith(f"{path}."):
+            return f"across.{path}", f"value {values.get(path)!r}: {where}: {message}"
+    return problem
 
 
 def _sections(spec: StudySpec) -> dict[str, dict[str, Any]]:

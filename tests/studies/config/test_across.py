@@ -130,6 +130,12 @@ def test_torch_level_checks_build_every_arm_in_every_setting():
         parse_spec(bad)
     assert error.value.problems[0][0] == "across.model.depth"
     assert "unknown argument of model 'fully_connected'" in error.value.problems[0][1]
+    huge = {**data, "across": {"model.width": [16, 10**8]}}
+    with pytest.raises(SpecError) as error:
+        parse_spec(huge)
+    (where, message), = error.value.problems
+    assert where == "across.model.width" and message.startswith("value 100000000: model.")
+    assert "the model is too big" in message
 
 
 def smoke_of(**changes):
