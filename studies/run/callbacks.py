@@ -53,7 +53,8 @@ class MLflowTrialCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial,
                          **info: Any) -> None:
-        self.backlog.submit_write(trial.trial_id, TrialWrite(trial.config, start=True))
+        write = TrialWrite(trial.config, start=True, started_at=int(time.time() * 1000))
+        self.backlog.submit_write(trial.trial_id, write)
         self.backlog.submit(self.system.start, trial.trial_id)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial,
@@ -82,7 +83,8 @@ class MLflowTrialCallback(Callback):
         epochs = self.tracker.spec.train.epochs
         if not result.get("diverged") and int(result.get("epoch", 0)) < epochs:
             tags["stopped_early"] = "true"  # ASHA
-        write = TrialWrite(trial.config, tags=tags, status="FINISHED")
+        write = TrialWrite(trial.config, tags=tags, status="FINISHED",
+                           ended_at=int(time.time() * 1000))  # fmt: skip
         self.backlog.submit(self.system.stop, trial.trial_id)
         self.backlog.submit_write(trial.trial_id, write)
 
@@ -90,8 +92,8 @@ class MLflowTrialCallback(Callback):
                          **info: Any) -> None:
         tags = {"error_file": str(getattr(trial, "error_file", "") or "")}
         self.backlog.submit(self.system.stop, trial.trial_id)
-        self.backlog.submit_write(trial.trial_id,
-                                  TrialWrite(trial.config, tags=tags, status="FAILED"))
+        self.backlog.submit_write(trial.trial_id, TrialWrite(
+            trial.config, tags=tags, status="FAILED", ended_at=int(time.time() * 1000)))
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         finished = all(t.status == "TERMINATED" for t in trials)

@@ -19,6 +19,7 @@ so a resumed study or a second call logs nothing twice.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import re
 from collections.abc import Iterator
@@ -160,7 +161,7 @@ def log_model(client: MlflowClient, uri: str, run_id: str, cand: Candidate,
                                         params=dict(run.data.params))  # fmt: skip
     shipped = [str(path) for path in code_modules(code)] if code else []
     mlflow.set_tracking_uri(uri)
-    with installed_pins():
+    with installed_pins(), quiet("mlflow.pytorch"):  # its warning on every pickled model
         info = mlflow.pytorch.log_model(
             model, name=MODEL_NAME, run_id=run_id, model_id=logged.model_id,
             input_example=input_example(model, cand.config), pip_requirements=requirements(),
@@ -176,6 +177,20 @@ def requirements() -> list[str]:
     import mlflow
 
     return [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+
+
+@contextlib.contextmanager
+def quiet(logger: str) -> Iterator[None]:
+    """Only errors from ``logger`` while the block runs. MLflow warns at every model saved
+    with pickle: ours are the study's own networks (``eval()``, ``state_dict()`` on load), so
+    the warning, once per model in the study's output, says nothing the README does not."""
+    found = logging.getLogger(logger)
+    level = found.level
+    found.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        found.setLevel(level)
 
 
 @contextlib.contextmanager

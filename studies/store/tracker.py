@@ -1,20 +1,18 @@
 """MLflow tracking: one parent run per study, exactly one child run per trial.
 
-Logging happens on the driver, from a Ray Tune callback, so workers never
-need to reach the tracking server. Every write is idempotent:
+Logging happens on the driver, from a Ray Tune callback, so workers never need to reach the
+tracking server. Every write is idempotent:
 
 * the parent run is found by the tags ``normstudy.study`` + ``normstudy.role``;
-* a trial's run is found by ``normstudy.trial_id``, so a resumed or retried
-  trial keeps its run (Ray's stock MLflowLoggerCallback starts a new one);
+* a trial's run is found by ``normstudy.trial_id``, so a resumed or retried trial keeps its
+  run (Ray's stock MLflowLoggerCallback starts a new one);
 * an epoch already logged for a trial (step = epoch) is not logged again.
 
 Child runs carry ``mlflow.parentRunId``, which is how the MLflow UI nests them.
 
-The tracker writes at once and raises when MLflow does not answer; the Ray Tune
-callback sends its updates through a :class:`studies.store.backlog.Backlog`, so a
-tracking server that goes away never stops a study.
-
-Every run records the seed(s) and the versions of the libraries that
+The tracker writes at once and raises when MLflow does not answer; the Ray Tune callback sends
+its updates through a :class:`studies.store.backlog.Backlog`, so a tracking server that goes
+away never stops a study. Every run records the seed(s) and the versions of the libraries that
 produced it; credentials never reach MLflow (:mod:`studies.config.secrets`).
 """
 
@@ -26,7 +24,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,7 +68,6 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
 }
-
 
 
 def library_versions() -> dict[str, str]:
@@ -123,14 +120,15 @@ class TrialWrite:
 
     Consecutive writes of a trial merge (:meth:`then`) into one, delivered in as few MLflow
     calls as its limits allow (:meth:`StudyTracker.write_trial`): a short trial whose start,
-    epochs and end are queued together costs a run, one ``log_batch`` and its status.
-    """
+    epochs and end are queued together costs a run, one ``log_batch`` and its status."""
 
     config: dict[str, Any]
     start: bool = False  # the trial starts or restarts: its run is created or set RUNNING
     results: tuple[tuple[dict[str, Any], int], ...] = ()  # (reported fields, time in ms)
     tags: dict[str, str] = field(default_factory=dict)
     status: str | None = None  # FINISHED / FAILED: the run ends
+    started_at: int | None = None  # ms, when it happened: a late delivery keeps the duration
+    ended_at: int | None = None
 
     def merges(self, later: TrialWrite) -> bool:
         """Whether ``later`` can be folded into this write: nothing follows an end, and a
@@ -138,8 +136,8 @@ class TrialWrite:
         return self.status is None and not later.start
 
     def then(self, later: TrialWrite) -> TrialWrite:
-        return TrialWrite(self.config, self.start, self.results + later.results,
-                          {**self.tags, **later.tags}, later.status)  # fmt: skip
+        return replace(self, results=self.results + later.results, status=later.status,
+                       tags={**self.tags, **later.tags}, ended_at=later.ended_at)  # fmt: skip
 
 
 def batches(epochs: list[tuple[int, list]], params: list, tags: list) -> list[tuple]:
@@ -182,9 +180,7 @@ class StudyTracker:
         self._parent_ended: Any = None  # its RunInfo until then
         self._context: dict[str, str] = {}  # source, user, git: known once start_study ran
 
-    def __getstate__(self) -> dict[str, Any]:  # pickled into Ray Tune's experiment state
-        # tuner.pkl is a file of the results directory: the description (free text, where a
-        # user may paste anything) goes there as MLflow gets it, credentials masked
+    def __getstate__(self) -> dict[str, Any]:  # into tuner.pkl, a results file: redacted
         spec = self.spec.model_copy(update={"description": redact(self.spec.description)})
         return {"spec": spec, "uri": self.uri}
 
@@ -344,11 +340,11 @@ class StudyTracker:
             del self._params_due[trial_id]
         return run_id
 
-    def _run_of(self, trial_id: str, config: dict[str, Any]) -> tuple[str, bool]:
-        """The trial's run and whether it was created now (with its tags). Its params are then
-        due (``_params_due``) until a ``log_batch`` has carried them, and due again after a
-        failed write of the trial (its run may have been created, its params not; logging a
-        param again with the same value is allowed)."""
+    def _run_of(self, trial_id: str, config: dict[str, Any],
+                started_at: int | None = None) -> tuple[str, bool]:
+        """The trial's run, and whether it was created now (tags, start ``started_at`` ms or
+        now). Its params are then due (``_params_due``) until a ``log_batch`` carried them, and
+        again after a failed write of the trial (its run may exist, its params not)."""
         self.start_study()
         doubted = trial_id in self._doubt
         if self._stale:  # a write may have landed although its answer was lost
@@ -368,6 +364,7 @@ class StudyTracker:
         run = self.client.create_run(
             self.known_experiment_id(),
             run_name=f"{label} {f'[{setting}] ' if setting else ''}seed={config.get('seed')}",
+            start_time=started_at,
             tags={
                 ROLE: "trial",
                 STUDY: self.spec.name,
@@ -393,7 +390,7 @@ class StudyTracker:
         MLflow's limits allow, then the final status."""
         from mlflow.entities import RunTag
 
-        run_id, created = self._run_of(trial_id, write.config)
+        run_id, created = self._run_of(trial_id, write.config, write.started_at)
         if write.start and self._parent_ended is not None:  # the resumed study has work
             self.set_status(self._parent_ended.run_id, "RUNNING")
             self._parent_ended = None
@@ -415,7 +412,7 @@ class StudyTracker:
                 self._last_epoch[trial_id] = epoch
         self._params_due.pop(trial_id, None)
         if write.status is not None:
-            self.set_status(run_id, write.status)
+            self.set_status(run_id, write.status, write.ended_at)
 
     def trial_run(self, trial_id: str, config: dict[str, Any]) -> str:
         """The trial's run, set RUNNING (the trial starts or restarts)."""
