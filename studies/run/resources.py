@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studies.config.spec import CannotStart, StudySpec
-from studies.trial.data import fetch_study_data
 from studies.trial.hardware import (
     amount,
     check_machine,
@@ -38,6 +37,7 @@ from studies.trial.hardware import (
     shortfall,
     trial_needs,
 )
+from studies.trial.study_data import fetch_study_data
 from studies.trial.validation import missing_data
 
 NETWORK_FILESYSTEMS = (

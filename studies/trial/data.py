@@ -22,9 +22,7 @@ import torch.nn.functional as F
 from normlib.registry import Registry
 from studies.config.datasets import DatasetInfo, dataset_info
 from studies.config.roots import DEFAULT_ROOT, FILE_DATASETS
-from studies.config.space import configurations, is_finite, resolved_config
-from studies.config.spec import CannotStart, StudySpec
-from studies.trial.torchvision_files import DownloadFailed, fetch, folder, read_split, split_files
+from studies.trial.torchvision_files import read_split, split_files
 
 DATASET_SOURCES: Registry[Source] = Registry("dataset")
 # (options) -> (train_x, train_y, test_x, test_y)
@@ -171,13 +169,13 @@ HOW_TO_GET = (
 )
 
 
-def _root(options: dict[str, Any]) -> Path:
+def data_root(options: dict[str, Any]) -> Path:
     """The dataset root, absolute since the spec was loaded (studies.config.roots); a spec of
     an older normstudy may hold a relative one, read from the working directory."""
     return Path(options.get("root") or DEFAULT_ROOT).expanduser().absolute()
 
 
-def _train_splits(options: dict[str, Any]) -> list[str]:
+def train_splits(options: dict[str, Any]) -> list[str]:
     """SVHN with ``extra: true`` appends its 531,131-image ``extra`` split to ``train`` (as
     the ALI-G paper trained); ``val`` is then carved from the union."""
     return ["train", "extra"] if options.get("extra") else ["train"]
@@ -185,8 +183,8 @@ def _train_splits(options: dict[str, Any]) -> list[str]:
 
 def missing_files(name: str, options: dict[str, Any]) -> list[Path]:
     """The files of dataset ``name`` (every split a trial reads) that are not there."""
-    splits = [*_train_splits(options), "test"]
-    return [path for split in splits for path in split_files(name, _root(options), split)
+    splits = [*train_splits(options), "test"]
+    return [path for split in splits for path in split_files(name, data_root(options), split)
             if not path.is_file()]  # fmt: skip
 
 
@@ -203,8 +201,8 @@ def _file_dataset(name: str) -> Loader:
                 "; a trial reads the files at this path on the node that runs it: put them on "
                 "storage every node mounts at that path, or copy them to each node"
             )
-        root = _root(options)
-        parts = [read_split(name, root, split) for split in _train_splits(options)]
+        root = data_root(options)
+        parts = [read_split(name, root, split) for split in train_splits(options)]
         train_x = torch.cat([x for x, _ in parts]) if len(parts) > 1 else parts[0][0]
         train_y = torch.cat([y for _, y in parts]) if len(parts) > 1 else parts[0][1]
         return (train_x, train_y, *read_split(name, root, "test"))
@@ -224,38 +222,3 @@ def _file_dataset(name: str) -> Loader:
 
 for _name in FILE_DATASETS:
     register(_name)(_file_dataset(_name))
-
-
-def study_datasets(spec: StudySpec) -> list[dict[str, Any]]:
-    """The distinct ``dataset`` sections of the study's trials (the base one for a study of
-    continuous sweeps)."""
-    configs = [resolved_config(spec, v) for v in configurations(spec)] if is_finite(spec) else [
-        spec.trial_config()]  # fmt: skip
-    found: dict[str, dict[str, Any]] = {}
-    for config in configs:
-        found.setdefault(repr(sorted(config["dataset"].items())), config["dataset"])
-    return list(found.values())
-
-
-def fetch_study_data(spec: StudySpec, say: Callable[[str], None] = print) -> None:
-    """Download, or find, the files of every dataset the study's trials read with
-    ``download: true``, once, in the driver, before any trial starts (trials only read).
-    An unreachable source is CannotStart (exit 2): the URL, its own error, and the offline
-    way."""
-    done: set[tuple] = set()
-    for options in study_datasets(spec):
-        name = options["name"]
-        key = (name, str(_root(options)), bool(options.get("extra")))
-        if not options.get("download") or name not in FILE_DATASETS or key in done:
-            continue
-        done.add(key)
-        if not missing_files(name, options):
-            continue  # found: torchvision's download would only check them again
-        where = folder(name, _root(options))
-        say(f"dataset {name!r}: downloading into {where} (once, before any trial starts)")
-        try:
-            fetch(name, _root(options), [*_train_splits(options), "test"])
-        except DownloadFailed as err:
-            raise CannotStart("dataset.download", f"{err}; without internet access, copy the "
-                              f"files to {where} (torchvision's layout, README: Datasets) and "
-                              "set dataset.download: false") from None

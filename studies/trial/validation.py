@@ -41,9 +41,10 @@ from studies.trial.components import (
     arguments,
     resolve_callable,
 )
-from studies.trial.data import check_available, study_datasets
+from studies.trial.data import check_available
 from studies.trial.hardware import check_machine, machine_memory
 from studies.trial.recipes import build_enorm, build_model, model_parameters
+from studies.trial.study_data import study_datasets
 from studies.trial.user_data import ContractError, load_user_data
 
 

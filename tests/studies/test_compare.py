@@ -370,7 +370,7 @@ def ray_study(tmp_path_factory):
 def test_end_to_end_results_equal_mlflow(ray_study, capsys):
     from mlflow import MlflowClient
 
-    from studies.cli import compare_after_run
+    from studies.cli_report import compare_after_run
     from studies.store.queries import parent_run_id
 
     outcome = ray_study
@@ -401,7 +401,7 @@ def test_end_to_end_results_equal_mlflow(ray_study, capsys):
 def test_compare_after_run_only_warns(spec, tmp_path, capsys):
     from types import SimpleNamespace
 
-    from studies.cli import compare_after_run
+    from studies.cli_report import compare_after_run
 
     compare_after_run(SimpleNamespace(spec=spec, folder=tmp_path / "gone"))  # must not raise
     err = capsys.readouterr().err

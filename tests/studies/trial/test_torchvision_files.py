@@ -14,7 +14,8 @@ from dataset_files import write_cifar100_files, write_idx, write_mnist_files
 
 from studies.config.spec import CannotStart
 from studies.trial import torchvision_files
-from studies.trial.data import fetch_study_data, load_splits, study_datasets
+from studies.trial.data import load_splits
+from studies.trial.study_data import fetch_study_data, study_datasets
 from studies.trial.torchvision_files import DownloadFailed, fetch, read_idx, read_split
 from studies.trial.validation import load_spec
 
