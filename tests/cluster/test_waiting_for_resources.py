@@ -33,19 +33,21 @@ def free_ports(count: int) -> list[int]:
 
 
 def session_members(sid: int) -> list[int]:
-    """Pids of the processes in session ``sid``."""
+    """Pids of the live processes in session ``sid`` (a zombie has ended: it only waits for
+    its parent to read its exit status)."""
     members = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if os.getsid(int(entry.name)) == sid:
+                stat = (entry / "stat").read_text()
+                if os.getsid(int(entry.name)) == sid and stat.rsplit(")", 1)[1].split()[0] != "Z":
                     members.append(int(entry.name))
             except OSError:
                 pass
     return members
 
 
-def start_node(cluster, resources: str, log: Path) -> int:
+def start_node(cluster, resources: str, log: Path) -> subprocess.Popen[bytes]:
     """A third Ray node joining ``cluster`` with 1 CPU and ``resources`` (JSON), in its own
     session (as cluster/local-cluster.sh starts its nodes); its pid = its session id."""
     agent, metrics = free_ports(2)
@@ -62,11 +64,13 @@ def start_node(cluster, resources: str, log: Path) -> int:
         proc = subprocess.Popen(command, env={**cluster.env, "RAY_USAGE_STATS_ENABLED": "0"},
                                 stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                                 start_new_session=True)  # fmt: skip
-    return proc.pid
+    return proc
 
 
-def stop_node(sid: int) -> None:
-    """SIGTERM the node's session (Ray drains it), SIGKILL what is left after 30 s."""
+def stop_node(node: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the node's session (Ray drains it), SIGKILL what is left after 30 s, and reap
+    the ``ray start`` process this test started."""
+    sid = node.pid
     for pid in session_members(sid):
         with_signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
@@ -74,6 +78,10 @@ def stop_node(sid: int) -> None:
         time.sleep(0.5)
     for pid in session_members(sid):
         with_signal(pid, signal.SIGKILL)
+    node.wait(timeout=60)
+    deadline = time.monotonic() + 60  # a SIGKILLed process is gone once the kernel ends it
+    while session_members(sid) and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def with_signal(pid: int, sig: int) -> None:
@@ -115,7 +123,7 @@ def test_a_study_waits_for_resources_stops_after_wait_s_and_resumes_when_a_node_
     assert "No trial is running and no new trial has been started" not in output  # Ray's own
     assert results_of(tmp_path / name) == {}  # no trial ran an epoch
 
-    sid = start_node(cluster, '{"scratch": 1}', tmp_path / "scratch-node.log")
+    node = start_node(cluster, '{"scratch": 1}', tmp_path / "scratch-node.log")
     try:
         nodes = wait_nodes(cluster, 3, "the scratch node to join")
         resumed = cluster.normstudy("resume", name, "--storage", str(tmp_path),
@@ -124,8 +132,8 @@ def test_a_study_waits_for_resources_stops_after_wait_s_and_resumes_when_a_node_
         assert resumed.returncode == 0, output
         assert "4 finished" in output and "waiting for resources" not in output
     finally:
-        stop_node(sid)
-    assert session_members(sid) == []  # the node this test started is gone
+        stop_node(node)
+    assert session_members(node.pid) == []  # the node this test started is gone
     rows = results_of(tmp_path / name)
     assert len(rows) == 4 and all([r["epoch"] for r in trial] == [1] for trial in rows.values())
     scratch = set(nodes) - set(before)
