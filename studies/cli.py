@@ -166,7 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace, data_here: bool = True, machine: bool = False) -> StudySpec:
-    from studies.trial.validation import load_spec  # torch: only commands that read a spec
+    return _load_checked(args, data_here, machine)[0]
+
+
+def _load_checked(args: argparse.Namespace, data_here: bool = True,
+                  machine: bool = False) -> tuple[StudySpec, bool]:  # fmt: skip
+    """The spec, and whether its torch checks passed before (store/spec_checks.py)."""
+    from studies.store.spec_checks import load_checked
 
     overrides = list(args.overrides)
     if args.storage:
@@ -176,12 +182,15 @@ def _load(args: argparse.Namespace, data_here: bool = True, machine: bool = Fals
         overrides.append(f"tracking.uri={uri}")
     if getattr(args, "code", None):
         overrides.append(f"code={Path(args.code).expanduser().resolve()}")
-    return load_spec(args.spec, overrides, smoke=args.smoke, data_here=data_here, machine=machine)
+    return load_checked(args.spec, overrides, smoke=args.smoke, data_here=data_here,
+                        machine=machine)  # fmt: skip
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    spec = _load(args)
+    spec, checked_before = _load_checked(args)
     print(f"{spec.name}: valid, {trial_count(spec)}")
+    if checked_before:  # a spec that names no user component
+        return 0
     from studies.trial.components import user_components
 
     for section, name, origin in user_components(spec):
@@ -206,11 +215,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from studies.run.resources import preflight  # lazily, here and below: Ray loads only if needed
 
     preflight(spec, args.address)  # a trial fits this machine; downloads: exit 2, nothing written
+    from studies.run.finished import finish_marked
     from studies.run.runner import run_study
     with study_lease(spec.storage, spec.name, args):  # one driver per study (store/lease.py)
         print(f"[normstudy] study {spec.name!r}: {trial_count(spec)}")
         outcome = run_study(spec, address=args.address, overwrite=args.overwrite)
-        return finish(outcome)
+        return finish_marked(outcome, finish)  # a finished study's mark: resume reads it
 
 
 def study_lease(storage: str, name: str,

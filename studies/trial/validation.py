@@ -129,12 +129,11 @@ def _by_setting(problem: tuple[str, str], values: dict[str, Any],
     return problem
 
 
-def _sections(spec: StudySpec) -> dict[str, dict[str, Any]]:
-    """The user-code sections of the base config: section -> its data (name included)."""
-    base = spec.trial_config()
+def _sections(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The user-code sections of a trial config: section -> its data (name included)."""
     found = {}
     for section in ("model", "dataset", "optimizer", "method"):
-        data = base.get(section)
+        data = config.get(section)
         if data is None:
             continue
         if section == "model" and data["name"] in MODELS:
@@ -147,6 +146,24 @@ def _sections(spec: StudySpec) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _plugin_model(config: dict[str, Any]) -> bool:
+    """A registered model whose code is not normlib's (a plugin registered it at run time)."""
+    entry = MODELS.get(config["model"]["name"]) if config["model"]["name"] in MODELS else None
+    module = getattr(getattr(entry, "func", entry), "__module__", None) or "normlib."
+    return not module.startswith("normlib.")
+
+
+def runs_user_code(spec: StudySpec) -> bool:
+    """Whether checking ``spec`` runs code other than normstudy's and normlib's (a ``code:``
+    folder, a component that is not built in, in any arm or setting): then its verdict
+    depends on more than the spec's text and normstudy's sources."""
+    configs = [spec.trial_config()]
+    if is_finite(spec):
+        configs += [resolved_config(spec, values) for values in configurations(spec)]
+    return spec.code is not None or any(_sections(config) or _plugin_model(config)
+                                        for config in configs)  # fmt: skip
+
+
 def check_components(spec: StudySpec) -> list[tuple[str, str]]:
     """The user's components resolve to callables that take the spec's arguments, and a
     user dataset loader keeps its contract (it is called once, here)."""
@@ -155,7 +172,7 @@ def check_components(spec: StudySpec) -> list[tuple[str, str]]:
     assigned += [(f"arms[{i}].{path}", path) for i, arm in enumerate(explicit_arms(spec))
                  for path in arm]  # fmt: skip
     assigned += [(f"across.{path}", path) for path in spec.across]
-    for section, data in _sections(spec).items():
+    for section, data in _sections(spec.trial_config()).items():
         try:
             accepted = arguments(section, resolve_callable(section, data["name"]))
         except ComponentError as err:
