@@ -264,13 +264,22 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    find_study(args.study, args.storage)  # an unknown study is named before Ray loads
-    from studies.run.runner import resume_study
+    folder = find_study(args.study, args.storage)  # an unknown study is named before Ray loads
+    from studies.store.finished import read_mark
 
     with existing_study_lease(args):
+        printed = read_mark(folder)  # every stage finished: nothing to resume, no Ray
+        if printed is not None:
+            print(f"[normstudy] study {folder.name!r} has finished; nothing to resume. "
+                  "Its end printed:")  # fmt: skip
+            print(printed, end="")
+            return 0
+        from studies.run.finished import finish_marked
+        from studies.run.runner import resume_study
+
         outcome = resume_study(args.study, address=args.address,
                                retry_errored=args.retry_errored, storage=args.storage)  # fmt: skip
-        return finish(outcome)
+        return finish_marked(outcome, finish)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
