@@ -57,8 +57,8 @@ def read_mark(folder: Path) -> str | None:
         data: Any = json.loads((folder / MARK_FILE).read_text(encoding="utf-8"))
         if data.get("version") != VERSION or not data["stages"]:
             return None
-        for stage in data["stages"]:
-            if folder_digest(folder.parent / stage["folder"]) != stage["digest"]:
+        for i, stage in enumerate(data["stages"]):  # the first is the marked folder itself
+            if folder_digest(folder.parent / stage["folder"] if i else folder) != stage["digest"]:
                 return None
         return str(data["printed"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

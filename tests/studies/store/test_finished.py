@@ -52,6 +52,18 @@ def test_a_study_folder_that_changed_is_not_finished(tmp_path, change):
     assert read_mark(study) is None
 
 
+def test_a_copy_kept_with_its_times_reads_its_own_folder(tmp_path):
+    import shutil
+
+    study = stage(tmp_path / "quickstart")
+    write_marks([study], "done\n")
+    copy = tmp_path / "quickstart-copy"
+    shutil.copytree(study, copy)  # file times kept
+    assert read_mark(copy) == "done\n"
+    (copy / "study.yaml").write_text("name: other\n")
+    assert read_mark(copy) is None and read_mark(study) == "done\n"
+
+
 def test_the_same_bytes_with_another_time_are_not_trusted(tmp_path):
     study = stage(tmp_path / "quickstart")
     write_marks([study], "done\n")
