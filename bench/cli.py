@@ -6,7 +6,8 @@ studies in storage for ``list``) and a study of ``--large`` minimal trials (defa
 0 skips it; bench/scale.py's spec). The first run of each command is a warm-up (it fills
 normstudy's cache, as a user's first call does), then ``--repeats`` runs (default 5) give
 the median wall time and the largest peak resident memory (the command's process and its
-children, from ``getrusage`` of a wrapper process per run).
+children, from ``getrusage`` of a wrapper process per run); ``ray`` says whether the command
+started a local Ray (its session folder under the run's own ``TMPDIR``).
 
     python bench/cli.py [--work DIR] [--large 1000] [--copies 9] [--repeats 5] [--out PATH]
 
@@ -125,11 +126,18 @@ def main() -> None:
         plan.append((f"compare large{args.large} --no-log",
                      ["compare", f"large{args.large}", "--no-log"], 5.0, None))  # fmt: skip
     for label, argv, target_s, target_mb in plan:
-        rows.append(timed(label, [NORMSTUDY, *argv], work, env, args.repeats, target_s,
-                          target_mb))  # fmt: skip
+        # a Ray the command starts puts its session folders under TMPDIR/ray: seen, not guessed
+        ray_tmp = work / "tmp" / argv[0]
+        ray_tmp.mkdir(parents=True, exist_ok=True)
+        row = timed(label, [NORMSTUDY, *argv], work, {**env, "TMPDIR": str(ray_tmp)},
+                    args.repeats, target_s, target_mb)  # fmt: skip
+        row["ray"] = "started" if (ray_tmp / "ray").exists() else "no"
+        if argv[0] == "resume" and row["ray"] != "no":
+            row["met"] = "NO"
+        rows.append(row)
     print()
     print_table([("command", "s"), ("wall_s", ".2f"), ("rss_mb", ".0f"), ("exit", "d"),
-                 ("target", "s"), ("met", "s")], rows)  # fmt: skip
+                 ("ray", "s"), ("target", "s"), ("met", "s")], rows)  # fmt: skip
     path = args.out or RESULTS / "cli.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"machine": machine(torch.device("cpu")), "repeats": args.repeats,
