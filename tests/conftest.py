@@ -9,6 +9,7 @@ tests/cluster/). A test without a tier marker outside those two folders is a uni
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,12 @@ sys.path.insert(0, str(TESTS))
 # Two cores on the CI machine: keep intra-op threads small so parallel
 # processes (Ray workers) do not oversubscribe.
 torch.set_num_threads(2)
+
+# The signal dispositions a terminal gives, whoever started pytest: a background job of a
+# non-interactive shell starts with SIGINT ignored, and every command a test starts would
+# inherit that (a Ctrl-C test then waits for nothing). A handler, unlike SIG_IGN, is reset
+# to the default in a child at exec.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def tier_of(item: pytest.Item) -> str:
