@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from studies.cli_report import INTERRUPTED, finish, print_comparison
 from studies.config.load import catalog_names, read_yaml, resolve_spec_path
 from studies.config.space import total_trials
-from studies.config.spec import DEFAULT_STORAGE, SpecError
+from studies.config.spec import DEFAULT_STORAGE, SpecError, folder_storage
 from studies.store.inputs import SOURCE_ENV
 from studies.store.layout import (
     SPEC_FILE,
@@ -58,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
 
 
+def storage_arg(value: str) -> str:
+    """``--storage``: a folder, never a URI (argparse's exit 2 names the option)."""
+    try:
+        return folder_storage(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="normstudy",
@@ -74,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a field, e.g. --set optimizer.lr=0.05 (YAML value)")
         p.add_argument("--smoke", action="store_true",
                        help="shrink the study to a quick offline check (1-2 epochs, tiny model)")
-        p.add_argument("--storage", help=f"results directory (default: spec's, {DEFAULT_STORAGE})")
+        p.add_argument("--storage", type=storage_arg,
+                       help=f"results directory (default: spec's, {DEFAULT_STORAGE})")
         p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
                        "else SQLite in the results directory)")  # fmt: skip
         p.add_argument("--code", metavar="DIR", help="a folder of your own Python packages "
@@ -108,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = commands.add_parser("resume", help="continue an interrupted study")
     resume.add_argument("study", help="study name (under the results directory) or its directory")
-    resume.add_argument("--storage", help=f"results directory (default {DEFAULT_STORAGE})")
+    resume.add_argument("--storage", type=storage_arg,
+                        help=f"results directory (default {DEFAULT_STORAGE})")
     resume.add_argument("--address", help="Ray cluster address")
     resume.add_argument("--retry-errored", action="store_true",
                         help="also rerun trials that errored (from their last checkpoint)")
@@ -117,13 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser(
         "list", help="catalog studies and studies in the results directory"
     )
-    listing.add_argument("--storage", default=default_storage())
+    listing.add_argument("--storage", type=storage_arg, default=default_storage())
     listing.add_argument("--components", action="store_true", help="list the model, dataset, "
                          "optimizer and method names a spec may use, and where each comes from")
     listing.set_defaults(handler=cmd_list)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1 for the default store")
-    ui.add_argument("--storage", default=default_storage())
+    ui.add_argument("--storage", type=storage_arg, default=default_storage())
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=cmd_ui)
 
@@ -141,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "metric at the epoch of the best validation metric")
     compare.add_argument("--source", default="results", metavar="{results,mlflow}",
                          help="read trials from the results directory (default) or from MLflow")
-    compare.add_argument("--storage", help=f"results directory (default {DEFAULT_STORAGE})")
+    compare.add_argument("--storage", type=storage_arg,
+                         help=f"results directory (default {DEFAULT_STORAGE})")
     compare.add_argument("--no-log", action="store_true",
                          help="do not log the report and plots to the MLflow parent run")
     compare.set_defaults(handler=cmd_compare)
@@ -150,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "top trials, what mattered (report, plots, MLflow)")  # fmt: skip
     best.add_argument("study", help="study name (under the results directory) or its directory")
     best.add_argument("--top", type=int, default=10, help="configurations shown (default 10)")
-    best.add_argument("--storage", help=f"results directory (default {DEFAULT_STORAGE})")
+    best.add_argument("--storage", type=storage_arg,
+                      help=f"results directory (default {DEFAULT_STORAGE})")
     best.add_argument("--no-log", action="store_true",
                       help="do not log the answer, report and plots to the MLflow parent run")
     best.set_defaults(handler=cmd_best)
@@ -159,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sync", help="upload to MLflow what it lacks of a study (after a tracking outage)"
     )
     sync.add_argument("study", help="study name (under the results directory) or its directory")
-    sync.add_argument("--storage", help=f"results directory (default {DEFAULT_STORAGE})")
+    sync.add_argument("--storage", type=storage_arg,
+                      help=f"results directory (default {DEFAULT_STORAGE})")
     sync.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's)")
     sync.set_defaults(handler=cmd_sync)
     return parser
@@ -226,13 +239,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def study_lease(storage: str, name: str,
                 args: argparse.Namespace) -> AbstractContextManager[Any]:
     """The lease of study ``name`` in the results folder ``storage``, taken now (LeaseHeld:
-    exit 2 while another driver holds it); none for a URI storage."""
-    import contextlib
-
+    exit 2 while another driver holds it)."""
     from studies.store.lease import acquire_lease
 
-    if "://" in storage:
-        return contextlib.nullcontext()
     command = f"normstudy {args.command} {getattr(args, 'spec', None) or args.study}"
     folder = Path(storage).expanduser().resolve()
     return acquire_lease(folder, name, command, interrupt_on_loss=True)
@@ -256,8 +265,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from studies.store.lease import LeaseHeld, read_lease
 
     spec = _load(args)  # a bad spec stops here: exit 2, nothing submitted
-    storage = Path(spec.storage).expanduser().resolve() if "://" not in spec.storage else None
-    holder = read_lease(storage, spec.name) if storage else None
+    holder = read_lease(Path(spec.storage).expanduser().resolve(), spec.name)
     if holder is not None and holder.gone() is None:  # seen from here; the job's driver checks
         raise LeaseHeld(holder)
     return submit_study(spec, address=args.address, overwrite=args.overwrite, wait=args.wait)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -39,6 +40,19 @@ from studies.config.trial import (
 )
 
 DEFAULT_STORAGE = "./normstudy-results"
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def folder_storage(storage: str) -> str:
+    """``storage`` if it names a folder; ValueError for a URI (``s3://...``), which a Path
+    would silently take for a relative folder named ``s3:`` on the driver's disk."""
+    if _URI.match(storage):
+        raise ValueError(
+            f"{storage!r} is a URI; studies are kept in a folder (on a cluster, one that every "
+            "node mounts at the same path: EFS, NFS, a ReadWriteMany volume); object storage "
+            "(s3://, gs://) is not supported yet: give the shared folder's path"
+        )
+    return storage
 METRICS = (
     "val_acc", "val_loss", "test_acc", "test_loss", "train_acc", "train_loss",
 )  # fmt: skip
@@ -251,6 +265,11 @@ class StudySpec(TrialConfig):
     @classmethod
     def _sequential_seeds(cls, data: Any) -> Any:
         return fill_seeds(data)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_is_a_folder(cls, storage: str) -> str:
+        return folder_storage(storage)
 
     @field_validator("arms")
     @classmethod

@@ -59,7 +59,7 @@ def hidden_env(names: tuple[str, ...]) -> Iterator[None]:
 def check_cluster_storage(spec: StudySpec) -> None:
     """A job runs in a temporary folder on the head: a relative results path would vanish."""
     storage = spec.storage
-    if "://" in storage or storage.startswith("~") or Path(storage).is_absolute():
+    if storage.startswith("~") or Path(storage).is_absolute():
         return
     message = (f"{storage!r} is relative, but the job runs in a temporary folder on the head "
                "node; pass --storage with an absolute path on the cluster's shared filesystem, "

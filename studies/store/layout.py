@@ -109,8 +109,6 @@ def study_folders(storage: Path) -> list[Path]:
 
 def check_storage(storage: str) -> None:
     """SpecError unless the results directory exists or can be created, and takes files."""
-    if "://" in storage:
-        return  # a URI (s3://...): Ray Tune checks it
     path = Path(storage).expanduser().absolute()
     existing = path
     while not existing.exists() and existing != existing.parent:

@@ -209,7 +209,7 @@ class StudyTracker:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             location = None
-            if "://" not in self.spec.storage and self.uri.startswith("sqlite:"):
+            if self.uri.startswith("sqlite:"):
                 location = (Path(self.spec.storage) / "mlartifacts" / name).resolve().as_uri()
             self.experiment_id = self.client.create_experiment(
                 name, artifact_location=location, tags=EXPERIMENT_TAGS
@@ -445,6 +445,6 @@ class StudyTracker:
 
     def study_folder(self) -> Path | None:
         folder = Path(self.spec.storage) / self.spec.name
-        return folder if "://" not in self.spec.storage and folder.is_dir() else None
+        return folder if folder.is_dir() else None
 
 

@@ -80,6 +80,7 @@ MALFORMED = [
         "dataset.root",
         "does not exist",
     ),
+    ({"storage": "s3://bars/studies"}, "storage", "'s3://bars/studies' is a URI"),
 ]
 
 
@@ -133,6 +134,19 @@ def test_cli_validate_exit_codes(capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written
     assert main(["validate", "no-such-study"]) == 2
     assert "catalog" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run quickstart", "resume q", "list", "compare q", "sync q"])
+def test_a_uri_storage_is_refused_before_any_work(command, capsys, tmp_path, monkeypatch):
+    """Taken for a path, ``s3://b/x`` was a local folder named ``s3:`` (issue 26)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main([*command.split(), "--storage", "gs://bars/studies"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --storage: 'gs://bars/studies' is a URI" in err
+    assert "object storage (s3://, gs://) is not supported yet" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_smoke_shrinks_and_keeps_baseline():
