@@ -7,8 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studies.analysis.comparison import Comparison, check_options, compare
-from studies.analysis.plots import FOREST_ABOVE, curves_plot, forest_plot, paired_plot, value_plot
-from studies.analysis.report import to_csv, to_markdown
+from studies.analysis.report import (
+    CURVES_PLOT,
+    FOREST_PLOT,
+    PAIRED_PLOT,
+    VALUE_PLOT,
+    to_csv,
+    to_markdown,
+)
 from studies.analysis.sequential import analyze, apply_verdicts
 from studies.analysis.sequential_report import markdown_section
 from studies.analysis.settings_outputs import SettingsRun, settings_of_study
@@ -22,31 +28,70 @@ from studies.store.queries import parent_run_id
 
 OUTPUT_DIR = ARTIFACT_DIR = "comparison"
 CSV_FILE, REPORT_FILE = "comparison.csv", "report.md"
-PAIRED_PLOT, CURVES_PLOT = "paired.png", "learning_curves.png"
-FOREST_PLOT, VALUE_PLOT = "forest.png", "difference_vs_value.png"  # forest: maybe forest-<i>.png
+PLOTS_RECORD = ".plots.json"  # what the plots in comparison/ were drawn from: a digest, names
+PLOTS_SOURCE = Path(__file__).with_name("plots.py")
+__all__ = ["CURVES_PLOT", "FOREST_PLOT", "PAIRED_PLOT", "VALUE_PLOT", "run_comparison",
+           "write_outputs"]  # fmt: skip
 
 
 def write_outputs(comparison: Comparison, folder: str | Path) -> list[Path]:
     """``comparison.csv``, ``report.md`` and the PNG plots into ``folder/comparison/``."""
     out = Path(folder) / OUTPUT_DIR
     out.mkdir(parents=True, exist_ok=True)
-    plots = []
-    if len(comparison.rows) > FOREST_ABOVE:  # one panel per arm would not be readable
-        plots += [page.name for page in forest_plot(comparison, out / FOREST_PLOT)]
-    elif comparison.rows:
-        paired_plot(comparison, out / PAIRED_PLOT)
-        plots.append(PAIRED_PLOT)
-    if value_plot(comparison, out / VALUE_PLOT) is not None:
-        plots.append(VALUE_PLOT)
-    if comparison.scores:
-        curves_plot(comparison, out / CURVES_PLOT)
-        plots.append(CURVES_PLOT)
+    plots = plot_files(comparison, out)
     (out / CSV_FILE).write_text(to_csv(comparison))
     sections = []
     if comparison.sequential is not None:
         sections.append(markdown_section(comparison.sequential, comparison.scored_metric))
     (out / REPORT_FILE).write_text(to_markdown(comparison, plots, sections))
     return [out / CSV_FILE, out / REPORT_FILE, *(out / name for name in plots)]
+
+
+def plots_digest(comparison: Comparison) -> str | None:
+    """BLAKE2b of what the plots are drawn from: the comparison (pickled, its spec as JSON: a
+    spec's pickle holds sets, whose order varies between processes), plots.py and matplotlib's
+    version; None where something of the comparison does not pickle."""
+    import hashlib
+    import pickle
+    from importlib.metadata import version
+
+    try:
+        drawn = pickle.dumps({key: value for key, value in vars(comparison).items()
+                              if key != "spec"})  # fmt: skip
+    except Exception:
+        return None
+    return hashlib.blake2b(drawn + comparison.spec.model_dump_json().encode()
+                           + PLOTS_SOURCE.read_bytes() + version("matplotlib").encode()
+                           ).hexdigest()  # fmt: skip
+
+
+def plot_files(comparison: Comparison, out: Path) -> list[str]:
+    """The plots of ``comparison`` in ``out``, drawn only when what they show changed.
+
+    Drawing is most of a ``compare`` (matplotlib's import and layout), and a compare of a
+    study whose trials did not change would redraw the same pixels: ``.plots.json`` keeps the
+    names drawn and :func:`plots_digest`; the plots are drawn again when the digest differs
+    or a file is gone.
+    """
+    import json
+
+    record, digest = out / PLOTS_RECORD, plots_digest(comparison)
+    try:
+        saved = json.loads(record.read_text())
+        if digest is not None and saved["digest"] == digest and all(
+                (out / name).is_file() for name in saved["plots"]):  # fmt: skip
+            return list(saved["plots"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from studies.analysis.plots import draw_plots  # matplotlib loads only to draw
+
+    record.unlink(missing_ok=True)
+    plots = draw_plots(comparison, out)
+    if digest is not None:
+        temporary = record.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"digest": digest, "plots": plots}))
+        temporary.replace(record)
+    return plots
 
 
 def log_outputs(paths: list[Path], spec: StudySpec, uri: str,

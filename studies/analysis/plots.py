@@ -26,7 +26,14 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from studies.analysis.comparison import ArmRow, Comparison
-from studies.analysis.report import format_p, units
+from studies.analysis.report import (
+    CURVES_PLOT,
+    FOREST_PLOT,
+    PAIRED_PLOT,
+    VALUE_PLOT,
+    format_p,
+    units,
+)
 
 BETTER, WORSE, TIED = "#2ca02c", "#d62728", "#7f7f7f"
 BASELINE_COLOR = "black"
@@ -205,6 +212,22 @@ FOREST_ABOVE = 12  # more arms than this: the forest plot replaces paired.png
 FOREST_PER_PAGE = 70  # arms per forest page: 1.5 + 0.2 in per arm at DPI 120 < 1,900 px
 CURVES_TOP_K = 5  # learning curves show the baseline and the best k arms
 VALUE_MIN_ARMS = 3  # difference vs value needs this many arms with a difference
+
+
+def draw_plots(comparison: Comparison, out: Path) -> list[str]:
+    """Draw every plot of ``comparison`` into ``out``; their file names, in the report's order:
+    the forest pages (more than ``FOREST_ABOVE`` arms) or the paired plot, the value plot
+    (a sweep over one number), the learning curves."""
+    plots = []
+    if len(comparison.rows) > FOREST_ABOVE:  # one panel per arm would not be readable
+        plots += [page.name for page in forest_plot(comparison, out / FOREST_PLOT)]
+    elif comparison.rows:
+        plots.append(paired_plot(comparison, out / PAIRED_PLOT).name)
+    if (value := value_plot(comparison, out / VALUE_PLOT)) is not None:
+        plots.append(value.name)
+    if comparison.scores:
+        plots.append(curves_plot(comparison, out / CURVES_PLOT).name)
+    return plots
 
 
 def ranked_rows(comparison: Comparison) -> list:

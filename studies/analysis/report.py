@@ -14,6 +14,9 @@ from studies.analysis.comparison import TARGET_POWER, ArmRow, Comparison, Score,
 from studies.config.load import dump_spec
 from studies.config.space import swept_paths
 
+PAIRED_PLOT, CURVES_PLOT = "paired.png", "learning_curves.png"  # the plots the report shows
+FOREST_PLOT, VALUE_PLOT = "forest.png", "difference_vs_value.png"  # forest: maybe forest-<i>.png
+
 
 @dataclass(frozen=True)
 class Units:
