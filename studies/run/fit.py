@@ -70,7 +70,7 @@ def make_tuner(spec: StudySpec, storage_path: Path, name: str, hooks: list) -> T
             mode=spec.metric.mode,
             search_alg=search_algorithm(spec),
             scheduler=trial_scheduler(spec),
-            num_samples=1 if spec.search.name == "grid" else spec.search.num_samples,
+            num_samples=spec.search.num_samples if spec.search.name == "optuna" else 1,
             max_concurrent_trials=spec.max_concurrent,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
             reuse_actors=reuse_actors(),

@@ -50,22 +50,59 @@ def tune_domain(domain: SweepDomain, search: str) -> Any:
 def param_space(spec: StudySpec) -> dict[str, Any]:
     """The trial config with Ray Tune domains at the swept paths and the seeds.
 
-    Grid and random search cross every arm with every seed. Optuna proposes
-    configurations one at a time and cannot take a grid, so each proposal runs
-    with the first seed (a search stage selects on validation; a confirm run
-    repeats the chosen arms on all seeds).
+    Grid and random search cross every arm with every seed: a random search draws its
+    configurations in the driver (:func:`random_samples`) and runs each on every seed, so a
+    configuration's spread over seeds is seen and its seeds are paired with every other's.
+    Optuna proposes configurations one at a time and cannot take a grid, so each proposal runs
+    with the first seed (a search stage selects on validation; a confirm run repeats the
+    chosen arms on all seeds).
     """
     from ray import tune
 
     space = with_values(spec.trial_config(), {})
+    samples = random_samples(spec)
     for path, domain in spec.sweep.items():
-        set_path(space, path, tune_domain(domain, spec.search.name))
+        if not any(path in sample for sample in samples):
+            set_path(space, path, tune_domain(domain, spec.search.name))
     for path, values in spec.across.items():  # every arm in every setting (grid search only)
         set_path(space, path, tune.grid_search(list(values)))
-    if spec.arms:  # applied by resolve_arm in the trial
-        space["arm"] = tune.grid_search(explicit_arms(spec))
+    arms = [{**arm, **sample} for sample in samples or [{}]
+            for arm in explicit_arms(spec) or [{}]]  # fmt: skip
+    if arms != [{}]:  # applied by resolve_arm in the trial
+        space["arm"] = tune.grid_search(arms)
     space["seed"] = spec.seeds[0] if spec.search.name == "optuna" else tune.grid_search(spec.seeds)
     return space
+
+
+def random_samples(spec: StudySpec) -> list[dict[str, Any]]:
+    """The ``search.num_samples`` configurations of a random search, at its sampled paths
+    (every sweep path but a grid, which is crossed with them): drawn in the driver by a
+    generator seeded with the study's first seed, so the same spec gives the same samples.
+    Uniform ``U(a, b)``; log-uniform ``exp(U(log a, log b))``; randint uniform on ``a..b``
+    (both ends included); choice uniform over its values. Empty for other searches."""
+    import math
+
+    import numpy as np
+
+    sampled = {path: domain for path, domain in spec.sweep.items()
+               if not isinstance(domain, GridDomain)}  # fmt: skip
+    if spec.search.name != "random" or not sampled:
+        return []
+    rng = np.random.default_rng(spec.seeds[0])
+
+    def draw(domain: SweepDomain) -> Any:
+        if isinstance(domain, UniformDomain):
+            return float(rng.uniform(*domain.uniform))
+        if isinstance(domain, LogUniformDomain):
+            low, high = (math.log(end) for end in domain.loguniform)
+            return float(math.exp(rng.uniform(low, high)))
+        if isinstance(domain, RandIntDomain):
+            return int(rng.integers(domain.randint[0], domain.randint[1] + 1))
+        values = domain_values(domain)
+        return values[int(rng.integers(len(values)))]
+
+    return [{path: draw(domain) for path, domain in sampled.items()}
+            for _ in range(spec.search.num_samples)]  # fmt: skip
 
 
 def search_algorithm(spec: StudySpec) -> Searcher | None:
