@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from studies.config.secrets import redact
 from studies.store.layout import default_storage
 
 if TYPE_CHECKING:  # the CLI starts without torch, Ray or MLflow: these load on use
@@ -50,7 +51,7 @@ def report(outcome: StudyOutcome) -> int:
     print(f"[normstudy] study {outcome.spec.name!r} done in {outcome.seconds:.0f}s: {counts}")
     print(f"[normstudy] results: {outcome.folder}")
     experiment = outcome.spec.experiment_name
-    print(f"[normstudy] MLflow:  {outcome.tracking_uri} (experiment {experiment!r})")
+    print(f"[normstudy] MLflow:  {redact(outcome.tracking_uri)} (experiment {experiment!r})")
     from studies.store.queries import study_runs_page
 
     page = study_runs_page(outcome.tracking_uri, experiment)

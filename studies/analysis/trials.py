@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studies.config.secrets import redact
 from studies.config.space import (
     arm_label,
     arm_of,
@@ -136,7 +137,7 @@ def _experiment(client: Any, spec: StudySpec, uri: str) -> Any:
     experiment = client.get_experiment_by_name(spec.experiment_name)
     if experiment is None:
         raise SpecError(
-            [("--source", f"no MLflow experiment {spec.experiment_name!r} at {uri}")]
+            [("--source", f"no MLflow experiment {spec.experiment_name!r} at {redact(uri)}")]
         )
     return experiment
 

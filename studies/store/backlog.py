@@ -209,7 +209,7 @@ class Backlog:
         spec, uri = self.tracker.spec, self.tracker.uri
         trials = {update.trial_id for update in self.queue if update.trial_id is not None}
         return (
-            f"warning: MLflow at {uri} is still unreachable after retrying for "
+            f"warning: MLflow at {redact(uri)} is still unreachable after retrying for "
             f"{seconds:.0f}s ({self.last_error}); {len(self.queue)} update(s) of "
             f"{len(trials)} trial(s) were not delivered. Nothing is lost: the results directory "
             "holds every reported metric. Once the server is back, upload them with "

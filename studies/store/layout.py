@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from studies.config.load import dump_spec, parse_config, read_yaml
-from studies.config.secrets import MASK
+from studies.config.secrets import MASK, redact
 from studies.config.spec import DEFAULT_STORAGE, SpecError, StudySpec
 
 SPEC_FILE = "study.yaml"
@@ -100,6 +100,28 @@ def _with_tracking_uri(data: dict[str, Any], folder: Path) -> dict[str, Any]:
             raise SpecError([("tracking.uri", f"{where} stores {uri} without its password; {fix}")])
         data["tracking"]["uri"] = os.environ[TRACKING_ENV]
     return data
+
+
+def spec_to_pickle(spec: StudySpec) -> StudySpec:
+    """The spec as Ray Tune's saved state holds it (``tuner.pkl`` is a results file): its
+    description and tracking URI redacted (:func:`spec_from_pickle` undoes the URI's)."""
+    uri = spec.tracking.uri and redact(spec.tracking.uri)
+    return spec.model_copy(update={"description": redact(spec.description),
+                                   "tracking": spec.tracking.model_copy(update={"uri": uri})})
+
+
+def uri_from_env(uri: str) -> str:
+    """A tracking URI whose password was masked: ``MLFLOW_TRACKING_URI`` gives it again (a
+    resume without it was refused, naming the fix, when ``study.yaml`` was read)."""
+    return os.environ.get(TRACKING_ENV, uri) if MASK in uri else uri
+
+
+def spec_from_pickle(spec: StudySpec) -> StudySpec:
+    """The spec of :func:`spec_to_pickle` with its tracking URI whole again."""
+    if not spec.tracking.uri or MASK not in spec.tracking.uri:
+        return spec
+    tracking = spec.tracking.model_copy(update={"uri": uri_from_env(spec.tracking.uri)})
+    return spec.model_copy(update={"tracking": tracking})
 
 
 def study_folders(storage: Path) -> list[Path]:

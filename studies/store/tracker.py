@@ -43,6 +43,7 @@ from studies.config.space import (
 )
 from studies.config.spec import TRIAL_SECTIONS, StudySpec
 from studies.store.inputs import context_tags
+from studies.store.layout import spec_from_pickle, spec_to_pickle, uri_from_env
 from studies.store.queries import ROLE, STUDY, TRIAL_ID, search_all, study_filter
 from studies.store.sqlite_wal import write_ahead_log
 
@@ -181,11 +182,10 @@ class StudyTracker:
         self._context: dict[str, str] = {}  # source, user, git: known once start_study ran
 
     def __getstate__(self) -> dict[str, Any]:  # into tuner.pkl, a results file: redacted
-        spec = self.spec.model_copy(update={"description": redact(self.spec.description)})
-        return {"spec": spec, "uri": self.uri}
+        return {"spec": spec_to_pickle(self.spec), "uri": redact(self.uri)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        StudyTracker.__init__(self, state["spec"], state["uri"])
+        StudyTracker.__init__(self, spec_from_pickle(state["spec"]), uri_from_env(state["uri"]))
 
     @property
     def client(self) -> MlflowClient:
