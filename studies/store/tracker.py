@@ -68,6 +68,7 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # an int for MLflow
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # a "View run" line per run, URI and all
 }
 
 
@@ -278,8 +279,7 @@ class StudyTracker:
         return self.experiment_id
 
     def trial_runs(self) -> dict[str, Any]:
-        """Trial id -> its run (``info``: status, end time; ``data``: latest metrics), read in
-        pages of 1,000 runs."""
+        """Trial id -> its run (status, end time, latest metrics), in pages of 1,000 runs."""
         return {run.data.tags[TRIAL_ID]: run
                 for run in self._search(study_filter(self.spec.name, "trial"))}  # fmt: skip
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from file_scan import files_holding
 from reliability_kit import MlflowServer, driver_env, mlflow_runs, run_cli, tiny_spec, write_spec
 
 from studies.store.models import MODEL_TAG, alias_of
@@ -19,6 +20,7 @@ from studies.store.models import MODEL_TAG, alias_of
 pytestmark = pytest.mark.integration
 
 STUDY = "httpmodels"
+PASSWORD = "hunter2222-http"
 
 
 @pytest.fixture
@@ -41,9 +43,15 @@ def test_best_models_go_over_http_and_reproduce_their_trials_test_accuracy(tmp_p
     storage, cwd = tmp_path / "results", tmp_path / "cwd"
     cwd.mkdir()
     spec_file = write_spec(tmp_path, tiny_spec(STUDY, train__epochs=2))
+    # A URI with a password (the server takes no login and ignores it): it reaches no file
+    # and no output, not even MLflow's own "View run ... at <uri>" lines.
+    with_password = server.uri.replace("http://", f"http://alice:{PASSWORD}@")
     done = run_cli(["run", str(spec_file), "--storage", str(storage),
-                    "--tracking-uri", server.uri], env=driver_env(), cwd=cwd)  # fmt: skip
+                    "--tracking-uri", with_password], env=driver_env(), cwd=cwd)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]
+    assert PASSWORD not in done.stdout + done.stderr and "View run" not in done.stdout
+    assert "MLflow:  http://alice:***@127.0.0.1:" in done.stdout
+    assert not files_holding(storage, [PASSWORD])
     aliases = [alias_of("enorm.c=0"), alias_of("enorm.c=1.2")]
     assert f"models:/{STUDY}@{aliases[0]}, models:/{STUDY}@{aliases[1]}" in done.stdout
     assert not list(cwd.iterdir()), "the driver wrote into its working directory"
