@@ -24,6 +24,8 @@ from studies.store.models import log_study_models, registry_name
 from studies.store.results import RESULT_FILE
 from studies.store.tracker import LOGGED_METRICS, StudyTracker, TrialWrite
 
+SHOWN_MODELS = 6  # registered models named at the end of a study; the rest are counted
+
 
 class MLflowTrialCallback(Callback):
     """Ray Tune callback that mirrors every trial into MLflow through a StudyTracker.
@@ -140,7 +142,10 @@ class MLflowTrialCallback(Callback):
             return
         if aliases:
             name = registry_name(spec)
-            say(f"MLflow models: {', '.join(f'models:/{name}@{a}' for a in aliases)}")
+            shown = ", ".join(f"models:/{name}@{alias}" for alias in list(aliases)[:SHOWN_MODELS])
+            more = len(aliases) - SHOWN_MODELS  # a 200-arm study: one alias per arm
+            say(f"MLflow models: {shown}" + (f" and {more} more (an alias per arm; the Model "
+                                             "Registry lists them)" if more > 0 else ""))
 
 
 class KeepResultRows(Callback):
