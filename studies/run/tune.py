@@ -115,13 +115,14 @@ def search_algorithm(spec: StudySpec) -> Searcher | None:
     return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=spec.seeds[0]))
 
 
-def trial_scheduler(spec: StudySpec) -> TrialScheduler | None:
-    """ASHA as the spec configures it, or None (FIFO)."""
-    if spec.scheduler.name == "fifo":
-        return None
-    from ray.tune.schedulers import ASHAScheduler
+def trial_scheduler(spec: StudySpec) -> TrialScheduler:
+    """FIFO, or ASHA as the spec configures it: Ray Tune's, choosing the next trial without
+    walking the ended ones (:mod:`studies.run.schedulers`)."""
+    from studies.run.schedulers import AshaScheduler, FifoScheduler
 
-    return ASHAScheduler(
+    if spec.scheduler.name == "fifo":
+        return FifoScheduler()
+    return AshaScheduler(
         time_attr="epoch",
         max_t=spec.train.epochs,
         grace_period=min(spec.scheduler.grace_period, spec.train.epochs),
