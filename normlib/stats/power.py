@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+from scipy import special
 from scipy import stats as sps
 
 from normlib.stats._checks import (
@@ -19,6 +21,19 @@ from normlib.stats._checks import (
     check_open_unit,
 )
 
+# The ufuncs behind scipy.stats' t.ppf (stdtrit) and nct.sf (Boost's, clipped to [0, 1]):
+# the same numbers without the distribution objects' argument handling, 20-40x faster per
+# call (a 2,000-arm comparison asks seeds_needed ~15 powers per arm). scipy without the
+# private nct ufunc falls back to the public nct.sf.
+_NCT_SF = getattr(special, "_ufuncs", None) and getattr(special._ufuncs, "_nct_sf", None)
+
+
+def _nct_sf(x: float, df: int, noncentrality: float) -> float:
+    if _NCT_SF is None:
+        return float(sps.nct.sf(x, df, noncentrality))
+    with np.errstate(over="ignore"):
+        return float(np.clip(_NCT_SF(x, df, noncentrality), 0.0, 1.0))
+
 
 def _ttest_power(n: int, effect_size: float, alpha: float, alternative: str) -> float:
     """Unchecked power; lower tails use P(T < -q | nc) = P(T > q | -nc), since scipy's
@@ -26,13 +41,13 @@ def _ttest_power(n: int, effect_size: float, alpha: float, alternative: str) -> 
     df = n - 1
     noncentrality = effect_size * math.sqrt(n)
     if alternative == "two-sided":
-        critical = sps.t.ppf(1.0 - alpha / 2.0, df)
-        upper = sps.nct.sf(critical, df, noncentrality)
-        lower = sps.nct.sf(critical, df, -noncentrality)
+        critical = float(special.stdtrit(df, 1.0 - alpha / 2.0))  # = t.ppf(1 - alpha / 2, df)
+        upper = _nct_sf(critical, df, noncentrality)
+        lower = _nct_sf(critical, df, -noncentrality)
         return float(min(1.0, upper + lower))
-    critical = sps.t.ppf(1.0 - alpha, df)
+    critical = float(special.stdtrit(df, 1.0 - alpha))  # = t.ppf(1 - alpha, df)
     sign = 1.0 if alternative == "greater" else -1.0
-    return float(sps.nct.sf(critical, df, sign * noncentrality))
+    return _nct_sf(critical, df, sign * noncentrality)
 
 
 def power(n: int, effect_size: float, alpha: float = 0.05, alternative: str = "greater") -> float:

@@ -102,3 +102,20 @@ def test_seeds_needed_rejects_bad_arguments(kwargs, match):
 def test_power_rejects_bad_arguments(args, match):
     with pytest.raises(ValueError, match=match):
         power(*args)
+
+
+@pytest.mark.parametrize("alternative", ["greater", "less", "two-sided"])
+def test_power_equals_scipys_distributions_bit_for_bit(alternative):
+    """power() calls the ufuncs behind scipy.stats' t.ppf and nct.sf: the same numbers."""
+    for n in (2, 3, 5, 10, 27, 100, 1000, 10_000):
+        for effect_size in (0.01, 0.2, 0.5, 1.0, 3.0, -0.5, -2.0, 40.0):
+            for alpha in (0.01, 0.05, 0.2):
+                df, nc = n - 1, effect_size * math.sqrt(n)
+                if alternative == "two-sided":
+                    q = sps.t.ppf(1 - alpha / 2, df)
+                    expected = min(1.0, sps.nct.sf(q, df, nc) + sps.nct.sf(q, df, -nc))
+                else:
+                    sign = 1.0 if alternative == "greater" else -1.0
+                    expected = sps.nct.sf(sps.t.ppf(1 - alpha, df), df, sign * nc)
+                assert power(n, effect_size, alpha, alternative) == float(expected), (
+                    n, effect_size, alpha)
