@@ -7,14 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studies.analysis.comparison import Comparison, check_options, compare
-from studies.analysis.report import (
-    CURVES_PLOT,
-    FOREST_PLOT,
-    PAIRED_PLOT,
-    VALUE_PLOT,
-    to_csv,
-    to_markdown,
-)
+from studies.analysis.report import to_csv, to_markdown
 from studies.analysis.sequential import analyze, apply_verdicts
 from studies.analysis.sequential_report import markdown_section
 from studies.analysis.settings_outputs import SettingsRun, settings_of_study
@@ -30,8 +23,6 @@ OUTPUT_DIR = ARTIFACT_DIR = "comparison"
 CSV_FILE, REPORT_FILE = "comparison.csv", "report.md"
 PLOTS_RECORD = ".plots.json"  # what the plots in comparison/ were drawn from: a digest, names
 PLOTS_SOURCE = Path(__file__).with_name("plots.py")
-__all__ = ["CURVES_PLOT", "FOREST_PLOT", "PAIRED_PLOT", "VALUE_PLOT", "run_comparison",
-           "write_outputs"]  # fmt: skip
 
 
 def write_outputs(comparison: Comparison, folder: str | Path) -> list[Path]:

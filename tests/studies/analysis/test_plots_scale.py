@@ -15,7 +15,8 @@ from PIL import Image
 
 from studies.analysis import plots
 from studies.analysis.comparison import compare
-from studies.analysis.outputs import FOREST_PLOT, VALUE_PLOT, write_outputs
+from studies.analysis.outputs import write_outputs
+from studies.analysis.report import FOREST_PLOT, VALUE_PLOT
 from studies.analysis.trials import TrialHistory
 from studies.config.space import arm_label
 from studies.trial.validation import load_spec
