@@ -98,7 +98,7 @@ def _with_tracking_uri(data: dict[str, Any], folder: Path) -> dict[str, Any]:
                    "with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)")
             where = folder / SPEC_FILE
             raise SpecError([("tracking.uri", f"{where} stores {uri} without its password; {fix}")])
-        data["tracking"]["uri"] = os.environ[TRACKING_ENV]
+        data["tracking"]["uri"] = uri_from_env(uri)
     return data
 
 
